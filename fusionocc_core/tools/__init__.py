@@ -1,0 +1,1 @@
+"""Offline console tools: fusionocc-train, fusionocc-eval, fusionocc-score (no ROS needed)."""
