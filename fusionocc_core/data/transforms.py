@@ -1,0 +1,265 @@
+"""Image and BEV augmentation, the deterministic test transform, normalisation and sparse depth.
+
+Shared by the dataset (train/test) and the predictor (test only), so that a network sees the same
+pixels and matrices whether its input came from nuScenes files or from a live ROS frame.
+
+Conventions (pixel-index coordinates: pixel (u, v) has its centre at integer u, v):
+* An image augmentation is a 2D affine map from source pixels to network-input pixels,
+  ``[u', v'] = A @ [u, v] + b``, stored BEVDet-style as ``post_rot`` (3x3: A in the top-left,
+  1 at [2, 2]) and ``post_tran`` (3,: b, 0). The depth coordinate passes through unchanged.
+* The official steps, in order: resize by ``resize`` (u' = resize * u), crop the box
+  ``(x0, y0, x0 + W_in, y0 + H_in)``, optional horizontal flip, rotation by ``rotate_deg``
+  (counter-clockwise as seen on screen) about the crop centre. The test transform (resize by
+  W_in / W_src, keep the bottom H_in rows) has exactly the official matrices. For the two
+  train-only steps we flip about (W_in - 1) / 2 and rotate about ((W_in - 1) / 2, (H_in - 1) / 2)
+  -- the official code uses W_in / 2, which is 0.5 px off its own pixel grid.
+* Images are warped *with the matrices themselves*, so pixels and matrices always agree.
+  Out-of-image pixels are black; out-of-image seg labels are 17 (no label, ignored by the loss;
+  the official code fills rotation corners with 0 = "others", which we do not replicate).
+* BEV augmentation (bda): flips of the ego x and/or y axis, applied to points as
+  ``xyz @ bda.T`` and to [x][y][z] grids by reversing axis 0 / 1 (the Occ3D grid is symmetric
+  about the ego origin in x and y, so index i <-> 199 - i is exactly x <-> -x).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from fusionocc_core.classes import FREE_LABEL
+from fusionocc_core.config import Config, DataConfig
+
+# mmcv/BEVDet image normalisation constants (RGB order)
+IMG_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+IMG_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+IMG_STD_INV = (1.0 / IMG_STD.astype(np.float64)).astype(np.float32)
+NO_LABEL = FREE_LABEL  # 2D seg "no LiDAR label" value (ignored by the seg loss)
+
+
+@dataclass(frozen=True)
+class ImageAug:
+    """One camera's image augmentation: resize factor, crop box in resized pixels, flip, rotation."""
+
+    resize: float
+    crop: tuple[int, int, int, int]  # x0, y0, x1, y1 in resized-image pixels (may leave the image)
+    flip: bool = False
+    rotate_deg: float = 0.0
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        """(H, W) of the augmented image."""
+        return (self.crop[3] - self.crop[1], self.crop[2] - self.crop[0])
+
+
+def test_image_aug(src_hw: tuple[int, int], input_hw: tuple[int, int]) -> ImageAug:
+    """The deterministic test transform: resize by W_in / W_src, keep the bottom H_in rows."""
+    src_h, src_w = src_hw
+    in_h, in_w = input_hw
+    resize = in_w / src_w
+    new_h, new_w = int(src_h * resize), int(src_w * resize)
+    x0 = int(max(0, new_w - in_w) / 2)
+    y0 = new_h - in_h
+    return ImageAug(resize, (x0, y0, x0 + in_w, y0 + in_h), False, 0.0)
+
+
+def sample_image_aug(src_hw: tuple[int, int], data_cfg: DataConfig, rng: np.random.Generator) -> ImageAug:
+    """A random train augmentation (official BEVDet ranges from cfg.data): resize, crop, flip, rotate."""
+    src_h, src_w = src_hw
+    in_h, in_w = data_cfg.input_size
+    resize = in_w / src_w + float(rng.uniform(*data_cfg.train_resize_lim))
+    new_h, new_w = int(src_h * resize), int(src_w * resize)
+    y0 = new_h - in_h  # crop anchored at the bottom (official crop_h range (0, 0))
+    x0 = int(rng.uniform(0, max(0, new_w - in_w)))
+    flip = bool(data_cfg.train_flip and rng.integers(0, 2) == 1)
+    rotate = float(rng.uniform(*data_cfg.train_rot_lim_deg))
+    return ImageAug(resize, (x0, y0, x0 + in_w, y0 + in_h), flip, rotate)
+
+
+def image_aug_matrices(aug: ImageAug) -> tuple[np.ndarray, np.ndarray]:
+    """(post_rot (3, 3), post_tran (3,)) float32 mapping source pixels to augmented pixels."""
+    a = np.eye(2) * aug.resize  # resize
+    b = -np.array(aug.crop[:2], dtype=np.float64)  # crop
+    out_h, out_w = aug.out_hw
+    if aug.flip:  # u -> (W_in - 1) - u
+        f = np.array([[-1.0, 0.0], [0.0, 1.0]])
+        a, b = f @ a, f @ b + np.array([out_w - 1.0, 0.0])
+    if aug.rotate_deg:
+        h = math.radians(aug.rotate_deg)
+        r = np.array([[math.cos(h), math.sin(h)], [-math.sin(h), math.cos(h)]])
+        centre = np.array([(out_w - 1) / 2.0, (out_h - 1) / 2.0])
+        a, b = r @ a, r @ (b - centre) + centre
+    post_rot = np.eye(3, dtype=np.float32)
+    post_rot[:2, :2] = a
+    post_tran = np.zeros(3, dtype=np.float32)
+    post_tran[:2] = b
+    return post_rot, post_tran
+
+
+def warp_image(img: np.ndarray, post_rot: np.ndarray, post_tran: np.ndarray, out_hw: tuple[int, int],
+               src_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Warp an (h, w, C) image by the source->output affine [A|b]; downscaling is anti-aliased.
+    `src_hw` is the size the matrices refer to when `img` is a pixel-centre-aligned reduction of
+    the source (e.g. a JPEG decoded at 1/2 or 1/4 size); by default the image's own size."""
+    a = np.asarray(post_rot, np.float64)[:2, :2]
+    b = np.asarray(post_tran, np.float64)[:2]
+    out_h, out_w = out_hw
+    a, b = _rebase(a, b, src_hw or img.shape[:2], img.shape[:2])
+    scale = math.sqrt(abs(np.linalg.det(a)))
+    if scale < 0.999:  # pre-resize with area averaging, then warp the rest at ~unit scale
+        size = (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale)))
+        resized = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        a, b = _rebase(a, b, img.shape[:2], resized.shape[:2])
+        img = resized
+    shift = np.round(b)
+    if np.allclose(a, np.eye(2), atol=1e-9) and np.allclose(b, shift, atol=1e-6):
+        return _shift_copy(img, int(shift[0]), int(shift[1]), out_hw)
+    m = np.concatenate([a, b[:, None]], axis=1)
+    return cv2.warpAffine(img, m, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def _rebase(a: np.ndarray, b: np.ndarray, from_hw: tuple[int, ...], to_hw: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Re-express x = A u + b for an image rescaled from `from_hw` to `to_hw` with pixel centres
+    aligned (cv2.resize / JPEG DCT scaling: u_r = s u + (s - 1) / 2)."""
+    sx, sy = to_hw[1] / from_hw[1], to_hw[0] / from_hw[0]
+    if sx == 1.0 and sy == 1.0:
+        return a, b
+    a = a @ np.diag([1.0 / sx, 1.0 / sy])
+    return a, b - a @ np.array([(sx - 1) / 2.0, (sy - 1) / 2.0])
+
+
+def _shift_copy(img: np.ndarray, dx: int, dy: int, out_hw: tuple[int, int]) -> np.ndarray:
+    """out[v, u] = img[v - dy, u - dx] with zero padding (integer-translation fast path)."""
+    out_h, out_w = out_hw
+    out = np.zeros((out_h, out_w) + img.shape[2:], dtype=img.dtype)
+    v0, v1 = max(0, dy), min(out_h, img.shape[0] + dy)
+    u0, u1 = max(0, dx), min(out_w, img.shape[1] + dx)
+    if v1 > v0 and u1 > u0:
+        out[v0:v1, u0:u1] = img[v0 - dy:v1 - dy, u0 - dx:u1 - dx]
+    return out
+
+
+def augment_image(img: np.ndarray, aug: ImageAug, src_hw: tuple[int, int] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Apply `aug` to an (H, W, 3) uint8 image -> (img_out (H_in, W_in, 3), post_rot, post_tran);
+    `src_hw` as in `warp_image` (the matrices always refer to the full source resolution)."""
+    post_rot, post_tran = image_aug_matrices(aug)
+    return warp_image(img, post_rot, post_tran, aug.out_hw, src_hw), post_rot, post_tran
+
+
+def warp_label_map(labels: np.ndarray, stride: int, src_hw: tuple[int, int], post_rot: np.ndarray,
+                   post_tran: np.ndarray, out_hw: tuple[int, int], fill: int = NO_LABEL) -> np.ndarray:
+    """Nearest-neighbour warp of a label map stored at `stride` (source pixel (u, v) has label
+    labels[v // stride, u // stride]) into the augmented image -> (H_in, W_in) uint8."""
+    out_h, out_w = out_hw
+    a_inv = np.linalg.inv(np.asarray(post_rot, np.float64)[:2, :2])
+    b = np.asarray(post_tran, np.float64)[:2]
+    x = np.arange(out_w, dtype=np.float64)[None, :]
+    y = np.arange(out_h, dtype=np.float64)[:, None]
+    # source pixel of each output pixel: (u, v) = A^-1 ([x, y] - b), both (H_in, W_in)
+    u = np.rint(a_inv[0, 0] * (x - b[0]) + a_inv[0, 1] * (y - b[1])).astype(np.int64)
+    v = np.rint(a_inv[1, 0] * (x - b[0]) + a_inv[1, 1] * (y - b[1])).astype(np.int64)
+    inside = (u >= 0) & (u < src_hw[1]) & (v >= 0) & (v < src_hw[0])
+    r = np.clip(v // stride, 0, labels.shape[0] - 1)
+    c = np.clip(u // stride, 0, labels.shape[1] - 1)
+    return np.where(inside, labels[r, c], np.uint8(fill)).astype(np.uint8)
+
+
+def normalize_image(img: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 as the official model saw it: mmcv imnormalize with
+    to_rgb=True on an RGB image swaps to BGR order, then subtracts the RGB mean / divides the RGB std."""
+    bgr = img[..., ::-1].astype(np.float32)  # (H, W, 3), a fresh array we may modify in place
+    bgr -= IMG_MEAN
+    bgr *= IMG_STD_INV  # mmcv multiplies by 1 / std
+    return np.ascontiguousarray(bgr.transpose(2, 0, 1))
+
+
+def sparse_depth_map(points_ego: np.ndarray, sensor2ego: np.ndarray, intrinsic: np.ndarray,
+                     post_rot: np.ndarray, post_tran: np.ndarray, hw: tuple[int, int],
+                     depth_range: tuple[float, float]) -> np.ndarray:
+    """Project ego-frame points (P, >=3) into one augmented camera -> (H, W) float32 depth in metres,
+    the nearest point per pixel with depth in [d_min, d_max), 0 where no point lands."""
+    h, w = hw
+    xyz = np.asarray(points_ego, np.float64)[:, :3]
+    ego2cam = np.linalg.inv(np.asarray(sensor2ego, np.float64))
+    cam = xyz @ ego2cam[:3, :3].T + ego2cam[:3, 3]  # (P, 3) camera optical frame
+    depth = cam[:, 2]
+    front = depth > 1e-6
+    cam, depth = cam[front], depth[front]
+    uv = cam @ np.asarray(intrinsic, np.float64).T  # (P, 3)
+    uv = uv[:, :2] / depth[:, None]
+    uv = uv @ np.asarray(post_rot, np.float64)[:2, :2].T + np.asarray(post_tran, np.float64)[:2]
+    px = np.rint(uv).astype(np.int64)  # (P, 2) pixel u, v
+    keep = ((px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h)
+            & (depth >= depth_range[0]) & (depth < depth_range[1]))
+    px, depth = px[keep], depth[keep]
+    out = np.zeros((h, w), dtype=np.float32)
+    if depth.size:
+        flat = px[:, 1] * w + px[:, 0]
+        order = np.lexsort((depth, flat))  # by pixel, nearest first
+        flat, depth = flat[order], depth[order]
+        first = np.ones(flat.size, dtype=bool)
+        first[1:] = flat[1:] != flat[:-1]
+        out.reshape(-1)[flat[first]] = depth[first]
+    return out
+
+
+def sparse_depth_maps(points_ego: np.ndarray, sensor2ego: np.ndarray, intrinsics: np.ndarray,
+                      post_rots: np.ndarray, post_trans: np.ndarray, hw: tuple[int, int],
+                      depth_range: tuple[float, float]) -> np.ndarray:
+    """`sparse_depth_map` for N cameras (stacked matrices) -> (N, H, W) float32."""
+    return np.stack([sparse_depth_map(points_ego, sensor2ego[i], intrinsics[i], post_rots[i], post_trans[i],
+                                      hw, depth_range) for i in range(len(sensor2ego))])
+
+
+def sample_bda(data_cfg: DataConfig, rng: np.random.Generator) -> tuple[bool, bool]:
+    """Random BEV flips (x, y), each with p = 0.5 when cfg.data.train_bda_flip."""
+    if not data_cfg.train_bda_flip:
+        return False, False
+    fx, fy = rng.integers(0, 2, size=2)
+    return bool(fx), bool(fy)
+
+
+def bda_matrix(flip_x: bool, flip_y: bool) -> np.ndarray:
+    """(3, 3) float32 BEV augmentation applied to ego xyz (flips only: rotation 0, scale 1)."""
+    return np.diag([-1.0 if flip_x else 1.0, -1.0 if flip_y else 1.0, 1.0]).astype(np.float32)
+
+
+def apply_bda_points(points: np.ndarray, bda: np.ndarray) -> np.ndarray:
+    """Points (P, >=3) with xyz mapped by bda (other columns untouched); returns a new array."""
+    out = np.array(points, copy=True)
+    out[:, :3] = out[:, :3] @ np.asarray(bda, out.dtype).T
+    return out
+
+
+def flip_grid(grid: np.ndarray, flip_x: bool, flip_y: bool) -> np.ndarray:
+    """An [x][y][...] grid (labels or masks) under the BEV flips; returns a contiguous copy."""
+    if flip_x:
+        grid = grid[::-1]
+    if flip_y:
+        grid = grid[:, ::-1]
+    return np.ascontiguousarray(grid)
+
+
+def test_image_inputs(images: Sequence[np.ndarray], cfg: Config | DataConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Raw (H, W, 3) uint8 RGB camera images -> the network input of the test transform:
+    imgs (N, 3, H_in, W_in) float32 normalised, post_rots (N, 3, 3), post_trans (N, 3).
+    The intrinsics are unchanged by the transform (the model combines K with post_rot/post_tran)."""
+    data_cfg = cfg.data if isinstance(cfg, Config) else cfg
+    imgs, rots, trans = [], [], []
+    for img in images:
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise ValueError(f"camera image must be (H, W, 3) uint8 RGB, got {img.shape} {img.dtype}")
+        out, rot, tran = augment_image(img, test_image_aug(img.shape[:2], data_cfg.input_size))
+        imgs.append(normalize_image(out))
+        rots.append(rot)
+        trans.append(tran)
+    return torch.from_numpy(np.stack(imgs)), torch.from_numpy(np.stack(rots)), torch.from_numpy(np.stack(trans))
+
+
+# The two "test_*" names mean the test-time transform; tell pytest they are not tests when imported.
+test_image_aug.__test__ = False  # type: ignore[attr-defined]
+test_image_inputs.__test__ = False  # type: ignore[attr-defined]

@@ -1,0 +1,235 @@
+"""Image/BEV transforms: pixels, matrices, depth maps and labels stay consistent under augmentation."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fusionocc_core.config import load_config
+from fusionocc_core.data import transforms as T
+
+CFG = load_config("tiny")
+OFFICIAL = load_config("official")
+SRC_HW = (900, 1600)
+K_NUSC = np.array([[1266.4, 0.0, 816.3], [0.0, 1266.4, 491.5], [0.0, 0.0, 1.0]])
+
+
+def camera_to_ego(yaw: float, height: float = 1.5) -> np.ndarray:
+    """Optical camera frame (z forward, x right, y down) looking along ego yaw -> ego (4, 4)."""
+    # optical axes expressed in a forward-looking ego frame: z_opt = x_ego, x_opt = -y_ego, y_opt = -z_ego
+    base = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+    c, s = math.cos(yaw), math.sin(yaw)
+    rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    m = np.eye(4)
+    m[:3, :3] = rz @ base
+    m[:3, 3] = [1.0 * c, 1.0 * s, height]
+    return m
+
+
+def project(point_ego, sensor2ego, k, post_rot, post_tran):
+    """Forward: ego point -> (u', v', d) in the augmented image."""
+    cam = np.linalg.inv(sensor2ego) @ np.append(point_ego, 1.0)
+    uvw = k @ cam[:3]
+    uvd = np.array([uvw[0] / uvw[2], uvw[1] / uvw[2], cam[2]])
+    return post_rot @ uvd + post_tran
+
+
+def lift(uvd_aug, sensor2ego, k, post_rot, post_tran, bda):
+    """The view transformer's inverse: undo post-aug, multiply by depth, K^-1, sensor2ego, bda."""
+    p = np.linalg.inv(post_rot) @ (uvd_aug - post_tran)
+    p = np.array([p[0] * p[2], p[1] * p[2], p[2]])
+    p = sensor2ego[:3, :3] @ np.linalg.inv(k) @ p + sensor2ego[:3, 3]
+    return bda @ p
+
+
+def test_test_transform_matches_official_matrices() -> None:
+    aug = T.test_image_aug(SRC_HW, OFFICIAL.data.input_size)
+    assert aug.resize == pytest.approx(0.88)
+    assert aug.crop == (0, 280, 1408, 792)  # rows 280..791, the bottom 512 of 792
+    rot, tran = T.image_aug_matrices(aug)
+    np.testing.assert_allclose(rot, np.diag([0.88, 0.88, 1.0]), atol=1e-6)
+    np.testing.assert_allclose(tran, [0.0, -280.0, 0.0], atol=1e-6)
+    tiny = T.test_image_aug(SRC_HW, CFG.data.input_size)
+    assert tiny.crop == (0, 198 - 128, 352, 198)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_warped_pixels_follow_matrices(seed: int) -> None:
+    """Warp a float image whose channels hold its own source coordinates: every interior output
+    pixel must read back A^-1 (x - b) -- the pixels and the matrices describe the same map."""
+    rng = np.random.default_rng(seed)
+    cfg = CFG if seed % 2 else OFFICIAL
+    h, w = SRC_HW
+    vv, uu = np.mgrid[0:h, 0:w].astype(np.float32)
+    coords = np.stack([uu, vv, np.ones_like(uu)], axis=-1)
+    aug = T.sample_image_aug(SRC_HW, cfg.data, rng) if seed else T.test_image_aug(SRC_HW, cfg.data.input_size)
+    rot, tran = T.image_aug_matrices(aug)
+    out = T.warp_image(coords, rot, tran, aug.out_hw)
+    assert out.shape == aug.out_hw + (3,)
+    oh, ow = aug.out_hw
+    ys, xs = np.mgrid[0:oh, 0:ow]
+    src = np.linalg.inv(rot[:2, :2].astype(np.float64)) @ (np.stack([xs.ravel(), ys.ravel()]) - tran[:2, None])
+    inside = (src[0] > 8) & (src[0] < w - 9) & (src[1] > 8) & (src[1] < h - 9)
+    assert inside.mean() > 0.3
+    got = out.reshape(-1, 3)[inside]
+    assert np.all(got[:, 2] > 0.999)  # fully inside the source: no border blending
+    # divide by the ones channel: cv2's INTER_AREA weights can sum to 1 - 6e-4 at some columns
+    # (harmless for uint8 images, but amplified by a coordinate ramp in the thousands)
+    err = (got[:, :2] / got[:, 2:] - src[:, inside].T) * aug.resize  # (M, 2) in output pixels
+    # INTER_AREA weights and cv2's 1/32-px fixed-point interpolation add zero-mean noise below
+    # 0.1 px; a half-pixel convention slip would shift the mean by >= 0.06 px
+    assert np.abs(err).max() < 0.1
+    assert np.all(np.abs(err.mean(axis=0)) < 0.01)
+    # pixels that map outside the source are black
+    m = 2.0 / aug.resize  # two output pixels, in source pixels
+    outside = (src[0] < -m) | (src[0] > w - 1 + m) | (src[1] < -m) | (src[1] > h - 1 + m)
+    assert np.all(out.reshape(-1, 3)[outside] == 0)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "official"])
+def test_point_survives_augmentation_and_lift(preset: str) -> None:
+    """A known 3D point, projected into the augmented image (intrinsics, sensor2ego, post_rot/
+    post_tran) and lifted back like the view transformer, lands on the bda-mapped point."""
+    cfg = load_config(preset)
+    rng = np.random.default_rng(7)
+    checked = 0
+    for _ in range(200):
+        aug = T.sample_image_aug(SRC_HW, cfg.data, rng)
+        rot, tran = T.image_aug_matrices(aug)
+        flip_x, flip_y = T.sample_bda(cfg.data, rng)
+        bda = T.bda_matrix(flip_x, flip_y).astype(np.float64)
+        s2e = camera_to_ego(rng.uniform(-math.pi, math.pi))
+        # a point 2-40 m in front of the camera, inside its field of view
+        d = rng.uniform(2.0, 40.0)
+        u, v = rng.uniform(100, 1500), rng.uniform(100, 800)
+        cam = np.linalg.inv(K_NUSC) @ np.array([u * d, v * d, d])
+        point = (s2e @ np.append(cam, 1.0))[:3]
+        uvd = project(point, s2e, K_NUSC, rot.astype(np.float64), tran.astype(np.float64))
+        assert uvd[2] == pytest.approx(d)
+        if not (0 <= uvd[0] < aug.out_hw[1] and 0 <= uvd[1] < aug.out_hw[0]):
+            continue  # cropped away by this augmentation
+        checked += 1
+        back = lift(uvd, s2e, K_NUSC, rot.astype(np.float64), tran.astype(np.float64), bda)
+        expected = T.apply_bda_points(point[None], bda)[0]
+        np.testing.assert_allclose(back, expected, atol=1e-3)
+        # and the points path applies the same bda as the matrix
+        np.testing.assert_allclose(expected[:2], point[:2] * [-1 if flip_x else 1, -1 if flip_y else 1])
+    assert checked > 50
+
+
+def test_sparse_depth_pixel_is_where_the_point_projects() -> None:
+    rng = np.random.default_rng(3)
+    aug = T.sample_image_aug(SRC_HW, CFG.data, rng)
+    rot, tran = T.image_aug_matrices(aug)
+    s2e = camera_to_ego(0.3)
+    h, w = aug.out_hw
+    pts = []
+    for u, v, d in [(400, 600, 10.0), (900, 500, 25.0), (1200, 700, 44.0)]:
+        cam = np.linalg.inv(K_NUSC) @ np.array([u * d, v * d, d])
+        pts.append((s2e @ np.append(cam, 1.0))[:3])
+    pts = np.array(pts)
+    # a farther point behind the first one on the same ray, one beyond d_max, one behind the camera
+    ray = pts[0] - s2e[:3, 3]
+    extra = np.array([s2e[:3, 3] + ray * 1.5, s2e[:3, 3] + ray * 4.6, s2e[:3, 3] - ray])
+    cloud = np.concatenate([pts, extra]).astype(np.float32)
+    cloud5 = np.concatenate([cloud, np.zeros((len(cloud), 2), np.float32)], axis=1)
+    depth = T.sparse_depth_map(cloud5, s2e, K_NUSC, rot, tran, (h, w), (1.0, 45.0))
+    assert depth.shape == (h, w) and depth.dtype == np.float32
+    hits = 0
+    for p, d in zip(pts, (10.0, 25.0, 44.0)):
+        uvd = project(p, s2e, K_NUSC, rot.astype(np.float64), tran.astype(np.float64))
+        col, row = int(np.rint(uvd[0])), int(np.rint(uvd[1]))
+        if 0 <= col < w and 0 <= row < h:
+            hits += 1
+            assert depth[row, col] == pytest.approx(d, rel=1e-5)  # the nearest point wins
+    assert hits >= 1
+    assert np.count_nonzero(depth) == hits  # nothing from the far/behind/out-of-range points
+    assert depth.max() < 45.0
+
+
+def test_sparse_depth_nearest_wins_many_points() -> None:
+    """Random clouds: each non-zero pixel holds the minimum depth of the points rounding into it."""
+    rng = np.random.default_rng(11)
+    s2e = camera_to_ego(-1.0)
+    aug = T.test_image_aug(SRC_HW, CFG.data.input_size)
+    rot, tran = T.image_aug_matrices(aug)
+    h, w = aug.out_hw
+    n = 20000
+    uv = rng.uniform([0, 0], [1600, 900], size=(n, 2))
+    d = rng.uniform(0.5, 50, size=n)
+    cam = (np.linalg.inv(K_NUSC) @ np.stack([uv[:, 0] * d, uv[:, 1] * d, d])).T
+    pts = cam @ s2e[:3, :3].T + s2e[:3, 3]
+    depth = T.sparse_depth_map(pts, s2e, K_NUSC, rot, tran, (h, w), (1.0, 45.0))
+    px = np.rint(uv @ rot[:2, :2].T.astype(np.float64) + tran[:2]).astype(int)
+    ok = (px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h) & (d >= 1.0) & (d < 45.0)
+    expected = np.full((h, w), np.inf)
+    np.minimum.at(expected, (px[ok, 1], px[ok, 0]), d[ok])
+    expected[np.isinf(expected)] = 0
+    np.testing.assert_allclose(depth, expected, rtol=1e-5)
+
+
+def test_normalize_image_replicates_the_bgr_quirk() -> None:
+    img = np.zeros((2, 3, 3), np.uint8)
+    img[0, 0] = (200, 100, 50)  # R, G, B
+    out = T.normalize_image(img)
+    assert out.shape == (3, 2, 3) and out.dtype == np.float32
+    # channel 0 receives blue, normalised with the *red* mean/std (mmcv to_rgb on an RGB image)
+    assert out[0, 0, 0] == pytest.approx((50 - 123.675) / 58.395, rel=1e-5)
+    assert out[1, 0, 0] == pytest.approx((100 - 116.28) / 57.12, rel=1e-5)
+    assert out[2, 0, 0] == pytest.approx((200 - 103.53) / 57.375, rel=1e-5)
+
+
+def test_label_map_warps_nearest_with_the_image() -> None:
+    """A stride-8 label map: a labelled source pixel's label appears where that pixel projects;
+    outside the source image the label is 17."""
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 17, size=(113, 200)).astype(np.uint8)
+    for _ in range(10):
+        aug = T.sample_image_aug(SRC_HW, CFG.data, rng)
+        rot, tran = T.image_aug_matrices(aug)
+        out = T.warp_label_map(labels, 8, SRC_HW, rot, tran, aug.out_hw)
+        assert out.shape == aug.out_hw and out.dtype == np.uint8
+        h, w = aug.out_hw
+        ys, xs = np.mgrid[0:h, 0:w]
+        src = np.linalg.inv(rot[:2, :2].astype(np.float64)) @ (np.stack([xs.ravel(), ys.ravel()]) - tran[:2, None])
+        # take pixels whose source lies well inside a label cell (no rounding ambiguity)
+        cu, cv = np.rint(src[0]), np.rint(src[1])
+        inside = (cu >= 0) & (cu < 1600) & (cv >= 0) & (cv < 900)
+        flat = out.ravel()
+        np.testing.assert_array_equal(flat[inside], labels[(cv[inside] // 8).astype(int), (cu[inside] // 8).astype(int)])
+        assert np.all(flat[~inside] == T.NO_LABEL)
+
+
+def test_bev_flips_keep_grid_and_points_consistent() -> None:
+    """A labelled voxel stays under its points after x/y flips of both the points and the grid."""
+    rng = np.random.default_rng(2)
+    grid = rng.integers(0, 18, size=(200, 200, 16)).astype(np.uint8)
+    idx = rng.integers([0, 0, 0], [200, 200, 16], size=(500, 3))
+    centres = -np.array([40.0, 40.0, 1.0]) + 0.4 * (idx + 0.5)
+    for fx in (False, True):
+        for fy in (False, True):
+            bda = T.bda_matrix(fx, fy)
+            pts = T.apply_bda_points(centres.astype(np.float32), bda)
+            g = T.flip_grid(grid, fx, fy)
+            j = np.floor((pts - [-40.0, -40.0, -1.0]) / 0.4).astype(int)
+            np.testing.assert_array_equal(g[j[:, 0], j[:, 1], j[:, 2]], grid[idx[:, 0], idx[:, 1], idx[:, 2]])
+            assert g.flags["C_CONTIGUOUS"]
+
+
+def test_test_image_inputs_for_the_predictor() -> None:
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, size=(900, 1600, 3), dtype=np.uint8) for _ in range(6)]
+    imgs, rots, trans = T.test_image_inputs(images, CFG)
+    assert imgs.shape == (6, 3, 128, 352) and imgs.dtype == torch.float32
+    assert rots.shape == (6, 3, 3) and trans.shape == (6, 3)
+    aug = T.test_image_aug(SRC_HW, CFG.data.input_size)
+    ref = T.normalize_image(T.augment_image(images[2], aug)[0])
+    np.testing.assert_allclose(imgs[2].numpy(), ref)
+    # a camera with another source size gets its own resize
+    imgs2, rots2, _ = T.test_image_inputs([images[0][:450, :800]], CFG.data)
+    assert imgs2.shape == (1, 3, 128, 352)
+    assert rots2[0, 0, 0].item() == pytest.approx(352 / 800)
+    with pytest.raises(ValueError, match="uint8"):
+        T.test_image_inputs([images[0].astype(np.float32)], CFG)
