@@ -1,0 +1,238 @@
+"""LidarAnchoredSync: nearest-in-window choice, bounded waiting, drop reasons, determinism."""
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fusionocc_core.classes import CAMERA_NAMES
+from fusionocc_ros.sync import LidarAnchoredSync, SyncedSet
+
+MS = 1_000_000
+# nuScenes-like trigger offsets of the cameras after the LiDAR stamp (CAMERA_NAMES order)
+OFFSETS_MS = (7, 15, 22, 49, 40, 31)
+
+
+def rig_stream(n_sweeps: int, t0: int = 1_000 * MS, period_ms: int = 500, jitter_ms: float = 2.0, seed: int = 0):
+    """(topic, stamp) events of key-frame sweeps with their six camera frames, in stamp order."""
+    rng = random.Random(seed)
+    events = []
+    for k in range(n_sweeps):
+        t = t0 + k * period_ms * MS
+        events.append(("lidar", t))
+        for cam, off in zip(CAMERA_NAMES, OFFSETS_MS):
+            events.append((cam, t + int((off + rng.uniform(-jitter_ms, jitter_ms)) * MS)))
+    events.sort(key=lambda e: e[1])
+    return events
+
+
+def feed(sync: LidarAnchoredSync, events, flush: bool = True) -> list[SyncedSet]:
+    out = []
+    for topic, stamp in events:
+        payload = (topic, stamp)
+        if topic == "lidar":
+            out += sync.add_lidar(stamp, payload)
+        else:
+            out += sync.add_camera(topic, stamp, payload)
+    if flush:
+        out += sync.flush()
+    return out
+
+
+def test_rig_stream_pairs_every_sweep_with_its_own_camera_frames():
+    events = rig_stream(20)
+    sync = LidarAnchoredSync(CAMERA_NAMES, window_before_s=0.02, window_after_s=0.06)
+    sets = feed(sync, events, flush=False)
+    # all but the last sweep are decided without flushing (each camera delivered a later frame)
+    assert len(sets) == 20
+    for s in sets:
+        assert s.lidar == ("lidar", s.lidar_stamp_ns)
+        for cam, stamp, payload, off in zip(CAMERA_NAMES, s.camera_stamps_ns, s.cameras, OFFSETS_MS):
+            assert payload == (cam, stamp)
+            assert abs(stamp - s.lidar_stamp_ns - off * MS) <= 2 * MS
+        assert s.max_offset_ns <= 51 * MS
+    assert sync.stats()["drops"] == dict.fromkeys(sync.drops, 0)
+    assert sync.emitted == 20
+
+
+def test_nearest_frame_wins_and_ties_go_to_the_later_frame():
+    sync = LidarAnchoredSync(["a"], window_before_s=0.05, window_after_s=0.05)
+    sync.add_camera("a", 90 * MS, "early")
+    sync.add_camera("a", 97 * MS, "near-before")
+    assert sync.add_lidar(100 * MS, "L") == []  # a later frame could still be nearer
+    (s,) = sync.add_camera("a", 102 * MS, "near-after")
+    assert s.cameras == ("near-after",)
+    sync.add_camera("a", 195 * MS, "tie-before")
+    sync.add_lidar(200 * MS, "L2")
+    (s,) = sync.add_camera("a", 205 * MS, "tie-after")
+    assert s.cameras == ("tie-after",) and s.lidar == "L2"
+
+
+def test_window_bounds_are_inclusive_and_frames_outside_are_missing():
+    sync = LidarAnchoredSync(["a"], window_before_s=0.01, window_after_s=0.03)
+    sync.add_lidar(1000 * MS, "L")
+    (s,) = sync.add_camera("a", 1030 * MS, "edge")
+    assert s.cameras == ("edge",)
+    sync.add_lidar(2000 * MS, "L2")
+    assert sync.add_camera("a", 2031 * MS, "outside") == []  # decided: no frame in the window
+    assert sync.drops["missing_camera"] == 1 and sync.missing_by_camera["a"] == 1
+
+
+def test_a_camera_that_stops_is_waited_for_a_bounded_time_then_counted():
+    drops = []
+    sync = LidarAnchoredSync(CAMERA_NAMES, max_wait_s=0.1, on_drop=lambda *e: drops.append(e))
+    events = [e for e in rig_stream(10) if not (e[0] == "CAM_BACK" and e[1] > 3_000 * MS)]
+    sets = feed(sync, events, flush=False)
+    # sweeps at 1.0 .. 2.5 s complete; 3.0 .. 5.0 s lack CAM_BACK and are decided by the next
+    # sweep's stamp (the stream clock), not held forever; the one at 5.5 s is still waiting
+    assert [s.lidar_stamp_ns // MS for s in sets] == [1000, 1500, 2000, 2500]
+    assert sync.drops["missing_camera"] == 5 and sync.pending == 1
+    assert sync.missing_by_camera["CAM_BACK"] == 5 and sync.missing_by_camera["CAM_FRONT"] == 0
+    assert all(reason == "missing_camera" and "CAM_BACK" in detail for reason, _, detail in drops)
+    # the camera comes back: sets flow again
+    more = feed(sync, [(t, s + 5_000 * MS) for t, s in rig_stream(2, t0=1_000 * MS)], flush=False)
+    assert [s.lidar_stamp_ns // MS for s in more] == [6000, 6500]
+    assert sync.drops["missing_camera"] == 6  # + the sweep at 5.5 s, decided by the 6.0 s clock
+
+
+def test_poll_decides_with_an_external_clock_and_flush_decides_everything():
+    sync = LidarAnchoredSync(["a", "b"], window_after_s=0.06, max_wait_s=0.1)
+    sync.add_lidar(1000 * MS, "L")
+    sync.add_camera("a", 1010 * MS, "a1")
+    assert sync.poll(1100 * MS) == []  # 1.16 s deadline not reached
+    assert sync.poll(1161 * MS) == [] and sync.drops["missing_camera"] == 1
+    sync.add_lidar(2000 * MS, "L2")
+    sync.add_camera("a", 2010 * MS, "a2")
+    sync.add_camera("b", 1990 * MS, "b2")
+    (s,) = sync.flush()
+    assert s.cameras == ("a2", "b2") and sync.pending == 0
+
+
+def test_lidar_stamps_going_backwards_are_dropped_and_a_big_jump_resets():
+    sync = LidarAnchoredSync(CAMERA_NAMES)
+    first = feed(sync, rig_stream(4), flush=False)
+    assert len(first) == 4
+    assert sync.add_lidar(3_000 * MS, "waiting") == []
+    assert sync.add_lidar(2_500 * MS, "old") == []  # 0.5 s back: out of order
+    assert sync.add_lidar(3_000 * MS, "dup") == []  # same stamp as the newest sweep
+    assert sync.drops["lidar_out_of_order"] == 2 and sync.pending == 1
+    # the bag loops: everything starts again at 1.0 s; the sweep waiting at 3.0 s is given up
+    again = feed(sync, rig_stream(4), flush=False)
+    assert again == first
+    assert sync.drops["time_jump"] == 1
+
+
+def test_cameras_that_jump_back_before_the_lidar_restart_cleanly():
+    sync = LidarAnchoredSync(CAMERA_NAMES)
+    first = feed(sync, rig_stream(4), flush=False)
+    loop = rig_stream(4)
+    cams_first = [e for e in loop[1:7]] + [loop[0]] + loop[7:]  # cameras of the loop before its LiDAR
+    assert cams_first[6][0] == "lidar"
+    again = feed(sync, cams_first, flush=False)
+    assert again == first
+    assert sync.discarded["camera_time_jump"] == len(CAMERA_NAMES)
+
+
+def test_camera_stamps_going_backwards_are_discarded_not_fatal():
+    sync = LidarAnchoredSync(["a"])
+    sync.add_camera("a", 1000 * MS, "x")
+    assert sync.add_camera("a", 990 * MS, "back") == []
+    assert sync.add_camera("a", 1000 * MS, "same") == []
+    assert sync.discarded["camera_out_of_order"] == 2
+    sync.add_lidar(1004 * MS, "L")
+    (s,) = sync.add_camera("a", 1005 * MS, "y")
+    assert s.cameras == ("y",)
+
+
+def test_pending_sweeps_are_bounded():
+    sync = LidarAnchoredSync(["a"], max_pending=2, max_wait_s=100.0)
+    for k in range(5):
+        sync.add_lidar((1000 + 50 * k) * MS, k)
+    assert sync.pending == 2 and sync.drops["buffer_overflow"] == 3
+    sync.add_camera("a", 1240 * MS, "a")  # serves the sweep at 1.2 s only
+    assert sync.pending == 0 and sync.drops["missing_camera"] == 1 and sync.emitted == 1
+
+
+def test_camera_buffers_are_bounded():
+    sync = LidarAnchoredSync(["a", "b"], camera_buffer_size=3)
+    for k in range(10):  # camera a runs ahead of a LiDAR that has not started
+        sync.add_camera("a", (1000 + 10 * k) * MS, k)
+    assert sync.discarded["camera_buffer_overflow"] == 7
+
+
+def test_stale_sweeps_behind_the_polled_clock_are_dropped():
+    sync = LidarAnchoredSync(["a"], stale_after_s=1.0)
+    sync.poll(10_000 * MS)
+    assert sync.add_lidar(8_500 * MS, "late") == []
+    assert sync.drops["stale"] == 1
+
+
+def test_frames_for_already_decided_sweeps_are_counted_late():
+    sync = LidarAnchoredSync(["a"], window_before_s=0.02)
+    sync.add_lidar(1000 * MS, "L")
+    sync.poll(2000 * MS)  # decided: missing
+    assert sync.add_camera("a", 950 * MS, "late") == []
+    assert sync.discarded["camera_late"] == 1
+
+
+def test_unknown_camera_and_bad_parameters_are_rejected():
+    sync = LidarAnchoredSync(["a"])
+    with pytest.raises(KeyError, match="unknown camera 'z'"):
+        sync.add_camera("z", 1, None)
+    with pytest.raises(ValueError, match="window_before_s"):
+        LidarAnchoredSync(["a"], window_before_s=-0.1)
+    with pytest.raises(ValueError, match="unique"):
+        LidarAnchoredSync(["a", "a"])
+    with pytest.raises(ValueError, match="max_pending"):
+        LidarAnchoredSync(["a"], max_pending=0)
+
+
+def test_same_input_gives_the_same_sets():
+    events = rig_stream(12, jitter_ms=20.0, seed=3)  # big jitter: some cameras fall outside
+    runs = []
+    for _ in range(2):
+        sync = LidarAnchoredSync(CAMERA_NAMES, window_before_s=0.01, window_after_s=0.05)
+        runs.append((feed(sync, events), sync.stats()))
+    assert runs[0] == runs[1]
+    assert runs[0][1]["drops"]["missing_camera"] > 0 and runs[0][1]["emitted"] > 0
+
+
+def brute_force(lidar, cams, before, after):
+    """Reference: per sweep, per camera, the frame nearest the sweep within the window."""
+    out = []
+    for t in lidar:
+        picks = []
+        for stamps in cams.values():
+            cands = [s for s in stamps if t - before <= s <= t + after]
+            if not cands:
+                picks = None
+                break
+            picks.append(min(cands, key=lambda s: (abs(s - t), -s)))
+        if picks is not None:
+            out.append((t, tuple(picks)))
+    return out
+
+
+stamp_lists = st.lists(st.integers(0, 2_000), unique=True, max_size=25).map(sorted)
+
+
+@settings(max_examples=150, deadline=None)
+@given(lidar=stamp_lists, a=stamp_lists, b=stamp_lists, order_seed=st.integers(0, 2**32 - 1))
+def test_any_arrival_interleaving_matches_the_brute_force_choice(lidar, a, b, order_seed):
+    """Per-topic order is all that matters when waiting is unbounded: arrival interleaving
+    between topics (e.g. LiDAR delayed behind the cameras) never changes the result."""
+    to_ns = lambda ms: ms * MS  # noqa: E731
+    queues = {"lidar": [to_ns(t) for t in lidar], "a": [to_ns(t) for t in a], "b": [to_ns(t) for t in b]}
+    rng = random.Random(order_seed)
+    events = []
+    while any(queues.values()):
+        topic = rng.choice([k for k, v in queues.items() if v])
+        events.append((topic, queues[topic].pop(0)))
+    sync = LidarAnchoredSync(["a", "b"], window_before_s=0.03, window_after_s=0.07, max_wait_s=1e6,
+                             camera_buffer_size=100, max_pending=100)
+    got = [(s.lidar_stamp_ns, s.camera_stamps_ns) for s in feed(sync, events)]
+    want = brute_force([to_ns(t) for t in lidar], {"a": [to_ns(t) for t in a], "b": [to_ns(t) for t in b]}, 30 * MS, 70 * MS)
+    assert got == want
+    assert sync.emitted + sync.drops["missing_camera"] == len(lidar)
