@@ -27,9 +27,8 @@ for pkg_name in pkg_names:
             continue
         try:
             importlib.import_module(info.name)
-        except ImportError as exc:
-            if 'rclpy' in str(exc):
-                bad.append(info.name)
+        except Exception as exc:  # any module that cannot be imported is reported
+            bad.append(f'{info.name}: {type(exc).__name__}: {exc}')
 print(json.dumps({'bad': bad, 'rclpy_loaded': 'rclpy' in sys.modules,
                   'ros_msgs': sorted(m for m in sys.modules if m.endswith('_msgs') or m.startswith('rosidl'))}))
 """
