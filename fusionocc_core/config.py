@@ -73,12 +73,17 @@ class DataConfig:
 class ModelConfig:
     """Network widths and depths. `official` = the released FusionOcc (Swin-B, 512x1408)."""
 
-    img_backbone: str = "swin"  # "swin" (official) or "resnet" (tiny)
+    img_backbone: str = "swin"  # "swin" (official) or "resnet" (tiny); both give stride-16/32 maps
     swin_embed_dims: int = 128
     swin_depths: tuple[int, ...] = (2, 2, 18, 2)
     swin_num_heads: tuple[int, ...] = (4, 8, 16, 32)
     swin_window_size: int = 12
-    resnet_depth_channels: tuple[int, ...] = (32, 64, 128, 256)  # tiny ResNet stage widths
+    swin_patch_size: int = 4
+    swin_mlp_ratio: float = 4.0
+    swin_drop_path_rate: float = 0.1
+    resnet_channels: tuple[int, ...] = (32, 64, 128, 256)  # ResNet stage widths (strides 4/8/16/32)
+    resnet_blocks: tuple[int, ...] = (1, 1, 1, 1)  # BasicBlocks per ResNet stage
+    img_downsample: int = 16  # stride of the neck output = the LSS feature grid (32x88 at 512x1408)
     neck_out_channels: int = 256
     mid_channels: int = 128  # CrossModalLSS / DepthSegNet mid width
     aspp_mid_channels: int = 96
@@ -86,11 +91,12 @@ class ModelConfig:
     lidar_voxel_size: float = 0.05
     lidar_channels: tuple[int, ...] = (16, 32, 48, 64)
     lidar_out_channels: int = 32
-    bev_channels: tuple[int, ...] = (64, 128, 256)
+    bev_channels: tuple[int, ...] = (64, 128, 256)  # 3D encoder widths; bev_channels[0] = head width
     bev_layers: tuple[int, ...] = (1, 2, 3)
+    bev_strides: tuple[int, ...] = (1, 2, 2)
     head_hidden: int = 128
     num_classes: int = NUM_CLASSES
-    depth_dropout_prob: float = 0.49
+    depth_dropout_prob: float = 0.49  # training: drop each feature pixel's LiDAR depth one-hot
 
 
 @dataclass

@@ -1,0 +1,220 @@
+"""FusionOcc: the whole network, wiring the image, LiDAR and 3D stages (official module names).
+
+forward(batch) -> {occ_logits (B, X, Y, Z, 18), depth_probs / seg_logits (B*N, ., h, w) of the key
+frame}. Image frames are processed oldest first, every previous frame under no_grad, and the 3D
+input is the concatenation [previous frames' volumes..., key-frame volume, LiDAR volume].
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from fusionocc_core.config import Config
+from fusionocc_core.model.bev_encoder import CustomResNet3D, LSSFPN3D
+from fusionocc_core.model.fpn_lss import FPN_LSS
+from fusionocc_core.model.lidar_encoder import CustomSparseEncoder
+from fusionocc_core.model.resnet import ResNet
+from fusionocc_core.model.swin import SwinTransformer
+from fusionocc_core.model.view_transformer import CrossModalLSS, camera_mlp_input, sparse_depth_onehot
+
+STAGES = ("backbone", "fusion", "lift", "lidar_encoder", "encoder_3d", "head")
+
+
+class ConvReLU3d(nn.Module):
+    """mmcv ConvModule(Conv3d, bias, no norm) + ReLU; the parameters live under `conv`."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.conv = nn.Conv3d(in_ch, out_ch, 3, padding=1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x))
+
+
+def build_image_backbone(cfg: Config) -> nn.Module:
+    """Swin (official) or the small ResNet (tiny); both return [stride-16, stride-32] maps."""
+    m = cfg.model
+    if m.img_backbone == "swin":
+        net = SwinTransformer(m.swin_embed_dims, tuple(m.swin_depths), tuple(m.swin_num_heads), m.swin_window_size,
+                              m.swin_patch_size, m.swin_mlp_ratio, m.swin_drop_path_rate, out_indices=(2, 3))
+    elif m.img_backbone == "resnet":
+        net = ResNet(tuple(m.resnet_channels), tuple(m.resnet_blocks), out_indices=(2, 3))
+    else:
+        raise ValueError(f"model.img_backbone must be 'swin' or 'resnet', got {m.img_backbone!r}")
+    if net.out_strides[0] != m.img_downsample:
+        raise ValueError(f"model.img_downsample={m.img_downsample} but the {m.img_backbone} backbone's "
+                         f"finer output has stride {net.out_strides[0]}")
+    return net
+
+
+class FusionOcc(nn.Module):
+    """LiDAR + multi-frame camera 3D semantic occupancy network (the released FusionOcc layout)."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        m, d, g = cfg.model, cfg.data, cfg.grid
+        self.num_frames = 1 + d.num_adj_img_frames
+        self.num_cams = len(d.cameras)
+        self.input_size = tuple(d.input_size)
+        H, W = self.input_size
+        if H % m.img_downsample or W % m.img_downsample:
+            raise ValueError(f"data.input_size {H}x{W} must be a multiple of model.img_downsample={m.img_downsample}")
+        head_ch = m.bev_channels[0]
+        # registration order = the official state-dict order
+        self.img_backbone = build_image_backbone(cfg)
+        self.img_neck = FPN_LSS(sum(self.img_backbone.out_channels), m.neck_out_channels)
+        self.img_view_transformer = CrossModalLSS(
+            g, self.input_size, m.img_downsample, m.neck_out_channels, m.mid_channels, m.feature_channels,
+            m.num_classes, m.aspp_mid_channels, m.depth_dropout_prob,
+        )
+        bev_in = m.feature_channels * self.num_frames + m.lidar_out_channels
+        self.img_bev_encoder_backbone = CustomResNet3D(bev_in, list(m.bev_layers), list(m.bev_channels), list(m.bev_strides))
+        self.img_bev_encoder_neck = LSSFPN3D(sum(m.bev_channels), head_ch)
+        self.pre_process_net = CustomResNet3D(m.feature_channels, [1], [m.feature_channels], [1])
+        self.lidar_encoder = CustomSparseEncoder(cfg)
+        self.final_conv = ConvReLU3d(head_ch, head_ch)
+        self.predicter = nn.Sequential(nn.Linear(head_ch, m.head_hidden), nn.Softplus(), nn.Linear(m.head_hidden, m.num_classes))
+        self.register_buffer("grid_lower", torch.tensor(g.lower), persistent=False)
+        self.register_buffer("grid_upper", torch.tensor(g.upper), persistent=False)
+        self.stage_times: dict[str, float] | None = None  # set to {} to record per-stage ms
+
+    # ---------------------------------------------------------------- timing
+    @contextlib.contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Add the wall time of the block to stage_times[stage] (ms) when recording is on."""
+        if self.stage_times is None:
+            yield
+            return
+        cuda = self.grid_lower.is_cuda
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        yield
+        if cuda:
+            torch.cuda.synchronize()
+        self.stage_times[stage] = self.stage_times.get(stage, 0.0) + (time.perf_counter() - t0) * 1e3
+
+    # ---------------------------------------------------------------- stages
+    def encode_images(self, imgs: torch.Tensor) -> torch.Tensor:
+        """Backbone + neck of one frame: (B, N, 3, H, W) -> (B, N, C_neck, H/16, W/16)."""
+        B, N = imgs.shape[:2]
+        with self.timed("backbone"):
+            x = self.img_neck(self.img_backbone(imgs.flatten(0, 1)))  # (B*N, C, h, w)
+        return x.view(B, N, *x.shape[1:])
+
+    def image_volume(self, feats: torch.Tensor, depth_onehot: torch.Tensor, frame: dict[str, torch.Tensor],
+                     sensor2ego_key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One frame's neck features (B, N, C, h, w) -> lifted + pre-processed volume (B, F, Z, Y, X),
+        depth probs (B*N, D, h, w), seg logits (B*N, classes, h, w)."""
+        B, N = feats.shape[:2]
+        vt = self.img_view_transformer
+        with self.timed("fusion"):
+            # the camera MLP uses the key frame's extrinsics for every frame (official)
+            mlp = camera_mlp_input(frame["intrins"], frame["post_rots"], frame["post_trans"], frame["bda"], sensor2ego_key)
+            depth_probs, feature, seg_logits = vt.fuse(feats.flatten(0, 1), depth_onehot, mlp.flatten(0, 1))
+        with self.timed("lift"):
+            volume = vt.lift(depth_probs, feature, frame["sensor2ego"], frame["intrins"], frame["post_rots"],
+                             frame["post_trans"], frame["bda"])  # (B, F, Z, Y, X)
+            volume = self.pre_process_net(volume.to(feature.dtype))[0]
+        return volume, depth_probs, seg_logits
+
+    def clean_points(self, points: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Drop rows with NaN/Inf and rows outside the grid box [lower, upper) (per sample)."""
+        out = []
+        for p in points:
+            if p.ndim != 2 or p.shape[1] < 3:
+                raise ValueError(f"batch['points']: each entry must be (P, 5), got {tuple(p.shape)}")
+            p = p.to(self.grid_lower.device, torch.float32)
+            xyz = p[:, :3]
+            keep = torch.isfinite(p).all(dim=1) & (xyz >= self.grid_lower).all(dim=1) & (xyz < self.grid_upper).all(dim=1)
+            out.append(p[keep])
+        return out
+
+    def lidar_volume(self, points: list[torch.Tensor], ref: torch.Tensor) -> torch.Tensor:
+        """LiDAR encoder on the cleaned clouds -> (B, C_lidar, Z, Y, X); an empty cloud gives zeros."""
+        with self.timed("lidar_encoder"):
+            points = self.clean_points(points)
+            X, Y, Z = self.cfg.grid.shape
+            out = ref.new_zeros(len(points), self.cfg.model.lidar_out_channels, Z, Y, X)
+            nonempty = [i for i, p in enumerate(points) if p.shape[0] > 0]
+            if nonempty:
+                vol = self.lidar_encoder([points[i] for i in nonempty])  # (B', C, Z, Y, X)
+                if len(nonempty) == len(points):
+                    out = vol.to(ref.dtype)
+                else:
+                    out = out.index_copy(0, torch.tensor(nonempty, device=out.device), vol.to(ref.dtype))
+        return out
+
+    def decode(self, volume: torch.Tensor) -> torch.Tensor:
+        """3D encoder + head: fused volume (B, C_in, Z, Y, X) -> logits (B, X, Y, Z, classes)."""
+        with self.timed("encoder_3d"):
+            x = self.img_bev_encoder_neck(self.img_bev_encoder_backbone(volume))  # (B, C, Z, Y, X)
+        with self.timed("head"):
+            x = self.final_conv(x).permute(0, 4, 3, 2, 1)  # (B, X, Y, Z, C)
+            logits = self.predicter(x)  # (B, X, Y, Z, classes)
+        return logits
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The full network on a batch dict (fusionocc_core.frame) -> occ/depth/seg outputs."""
+        self.check_batch(batch)
+        imgs = batch["imgs"]
+        feats: list[torch.Tensor | None] = [None] * self.num_frames
+        for t in range(self.num_frames - 1, -1, -1):
+            with torch.no_grad() if t > 0 else contextlib.nullcontext():
+                feats[t] = self.encode_images(imgs[:, t])
+        return self.forward_features(batch, feats)  # type: ignore[arg-type]
+
+    def forward_features(self, batch: dict[str, Any], feats: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Everything after the image backbone, given each frame's neck features (B, N, C, h, w)."""
+        depth_cfg = self.cfg.grid.depth
+        with self.timed("fusion"):
+            # the key sweep's sparse depth serves every frame (official)
+            onehot = sparse_depth_onehot(batch["sparse_depth"], self.cfg.model.img_downsample, depth_cfg)
+        s2e_key = batch["sensor2ego"][:, 0]
+        volumes = []
+        depth_probs = seg_logits = None
+        for t in range(self.num_frames - 1, -1, -1):  # oldest previous frame first, key frame last
+            frame = {k: batch[k][:, t] for k in ("sensor2ego", "intrins", "post_rots", "post_trans")}
+            frame["bda"] = batch["bda"]
+            with torch.no_grad() if t > 0 else contextlib.nullcontext():
+                vol, dp, seg = self.image_volume(feats[t], onehot, frame, s2e_key)
+            volumes.append(vol)
+            if t == 0:
+                depth_probs, seg_logits = dp, seg
+        volumes.append(self.lidar_volume(batch["points"], volumes[-1]))
+        fused = torch.cat(volumes, dim=1)  # (B, F*T + C_lidar, Z, Y, X)
+        return {"occ_logits": self.decode(fused), "depth_probs": depth_probs, "seg_logits": seg_logits}
+
+    # ---------------------------------------------------------------- validation
+    def check_batch(self, batch: dict[str, Any]) -> None:
+        """Raise a one-line ValueError naming the first batch field with a wrong type or shape."""
+        for key in ("imgs", "intrins", "sensor2ego", "post_rots", "post_trans", "bda", "points", "sparse_depth"):
+            if key not in batch:
+                raise ValueError(f"batch is missing '{key}'")
+        imgs = batch["imgs"]
+        T, N, (H, W) = self.num_frames, self.num_cams, self.input_size
+        if not torch.is_tensor(imgs) or imgs.ndim != 6:
+            raise ValueError(f"batch['imgs']: expected a tensor (B, T={T}, N={N}, 3, {H}, {W}), "
+                             f"got {tuple(imgs.shape) if torch.is_tensor(imgs) else type(imgs).__name__}")
+        B = imgs.shape[0]
+        if tuple(imgs.shape[1:]) != (T, N, 3, H, W):
+            raise ValueError(f"batch['imgs']: expected (B, T={T}, N={N}, 3, {H}, {W}), got {tuple(imgs.shape)}")
+        expected = {
+            "intrins": (B, T, N, 3, 3), "sensor2ego": (B, T, N, 4, 4), "post_rots": (B, T, N, 3, 3),
+            "post_trans": (B, T, N, 3), "bda": (B, 3, 3), "sparse_depth": (B, N, H, W),
+        }
+        for key, shape in expected.items():
+            v = batch[key]
+            if not torch.is_tensor(v) or tuple(v.shape) != shape:
+                got = tuple(v.shape) if torch.is_tensor(v) else type(v).__name__
+                raise ValueError(f"batch['{key}']: expected shape {shape}, got {got}")
+            if key != "sparse_depth" and not torch.isfinite(v).all():
+                raise ValueError(f"batch['{key}'] contains NaN/Inf")
+        if not isinstance(batch["points"], (list, tuple)) or len(batch["points"]) != B:
+            raise ValueError(f"batch['points']: expected a list of {B} (P, 5) tensors")
