@@ -1,0 +1,83 @@
+"""Rigid-transform maths shared by the TF buffer and the message conversions (numpy only).
+
+Conventions: quaternions are (x, y, z, w) as in geometry_msgs; a transform is a (4, 4) float64
+matrix T_parent_child that maps child-frame points into the parent frame.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def quat_to_matrix(q: np.ndarray) -> np.ndarray:
+    """(4,) unit quaternion x y z w -> (3, 3) rotation matrix."""
+    x, y, z, w = (float(v) for v in q)
+    xx, yy, zz = x * x, y * y, z * z
+    xy, xz, yz = x * y, x * z, y * z
+    wx, wy, wz = w * x, w * y, w * z
+    return np.array(
+        [
+            [1 - 2 * (yy + zz), 2 * (xy - wz), 2 * (xz + wy)],
+            [2 * (xy + wz), 1 - 2 * (xx + zz), 2 * (yz - wx)],
+            [2 * (xz - wy), 2 * (yz + wx), 1 - 2 * (xx + yy)],
+        ]
+    )
+
+
+def matrix_to_quat(rot: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation matrix -> (4,) unit quaternion x y z w with w >= 0 (Shepperd's method)."""
+    m = np.asarray(rot, dtype=np.float64)
+    trace = m[0, 0] + m[1, 1] + m[2, 2]
+    if trace > 0:
+        s = 2.0 * np.sqrt(trace + 1.0)
+        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s]
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = 2.0 * np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
+        q = [0.25 * s, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s]
+    elif m[1, 1] > m[2, 2]:
+        s = 2.0 * np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
+        q = [(m[0, 1] + m[1, 0]) / s, 0.25 * s, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s]
+    else:
+        s = 2.0 * np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
+        q = [(m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, 0.25 * s, (m[1, 0] - m[0, 1]) / s]
+    out = np.array(q, dtype=np.float64)
+    out /= np.linalg.norm(out)
+    return -out if out[3] < 0 else out
+
+
+def make_transform(translation: np.ndarray, quat: np.ndarray) -> np.ndarray:
+    """Translation (3,) + quaternion (4,) x y z w -> (4, 4) homogeneous matrix."""
+    T = np.eye(4)
+    T[:3, :3] = quat_to_matrix(quat)
+    T[:3, 3] = translation
+    return T
+
+
+def invert(T: np.ndarray) -> np.ndarray:
+    """Inverse of a rigid (4, 4) transform without a general matrix inverse."""
+    out = np.eye(4)
+    rot_t = T[:3, :3].T
+    out[:3, :3] = rot_t
+    out[:3, 3] = -rot_t @ T[:3, 3]
+    return out
+
+
+def slerp(q0: np.ndarray, q1: np.ndarray, alpha: float) -> np.ndarray:
+    """Spherical interpolation between unit quaternions (shortest arc), alpha in [0, 1]."""
+    q0 = np.asarray(q0, dtype=np.float64)
+    q1 = np.asarray(q1, dtype=np.float64)
+    dot = float(np.dot(q0, q1))
+    if dot < 0.0:  # q and -q are the same rotation: take the short way round
+        q1, dot = -q1, -dot
+    if dot > 0.9995:  # nearly parallel: normalised lerp is exact to ~1e-7 and avoids 0/0
+        q = q0 + alpha * (q1 - q0)
+        return q / np.linalg.norm(q)
+    theta = np.arccos(min(dot, 1.0))
+    sin_theta = np.sin(theta)
+    return (np.sin((1.0 - alpha) * theta) * q0 + np.sin(alpha * theta) * q1) / sin_theta
+
+
+def transform_points(T: np.ndarray, xyz: np.ndarray) -> np.ndarray:
+    """Apply (4, 4) T to (P, 3) points; returns float32 (P, 3) (one GEMM, no loop)."""
+    rot = T[:3, :3].astype(np.float32)
+    trans = T[:3, 3].astype(np.float32)
+    return xyz.astype(np.float32, copy=False) @ rot.T + trans
