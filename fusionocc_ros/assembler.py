@@ -1,0 +1,281 @@
+"""Frame assembler: synchronized sensor messages + TF + intrinsics -> fusionocc_core FrameSet.
+
+Contract: `build(synced)` turns one SyncedSet (payloads: ROS Image/CompressedImage and
+PointCloud2 messages, or already decoded CameraImage/LidarSweep) into a FrameSet whose
+geometry is in the ego frame (`ego_frame`, base_link) at the LiDAR stamp t:
+  * cameras: the six current images (RGB, source size), K from CameraInfo, and
+    sensor2ego = camera (optical) at its own stamp -> ego at t, through `fixed_frame` (map);
+  * previous: up to cfg.data.num_adj_img_frames earlier synchronized sets, newest first, the
+    k-th nearest to t - k * spacing (within tolerance), their cameras also expressed in ego at t;
+  * points: the current sweep + up to cfg.data.num_lidar_sweeps - 1 earlier sweeps at the same
+    spacing, each motion-compensated into ego at t; key_points: the current sweep alone.
+History is taken from what `observe_lidar` / `observe_set` (and `build`) have seen; at start-up
+`previous` is empty and `points` holds only the current sweep. A history entry stops at the
+first gap (or a missing transform). Messages are decoded lazily and cached, so the node can
+observe every message cheaply and decode only the sets it infers on. Failures for the current
+frame raise AssemblyError(kind, reason) with kind in ASSEMBLY_ERROR_KINDS.
+"""
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from fusionocc_core.config import Config
+from fusionocc_core.frame import CameraFrame, FrameSet
+from fusionocc_ros.conversions import ConversionError, camera_info_to_k, header_stamp_ns, image_msg_to_rgb, pointcloud2_to_xyzir
+from fusionocc_ros.rigid import transform_points
+from fusionocc_ros.sync import SyncedSet
+from fusionocc_ros.tf_buffer import TfBuffer, TfError
+
+ASSEMBLY_ERROR_KINDS = ("missing_intrinsics", "missing_tf", "bad_input", "image_size")
+
+
+class AssemblyError(RuntimeError):
+    """The current frame cannot be built; `kind` is a short counter key, str(exc) the reason."""
+
+    def __init__(self, kind: str, reason: str):
+        super().__init__(reason)
+        self.kind = kind
+
+
+@dataclass
+class LidarSweep:
+    """One decoded sweep in its sensor frame."""
+
+    stamp_ns: int
+    frame_id: str
+    points: np.ndarray  # (P, 5) float32 x y z intensity ring
+
+
+@dataclass
+class CameraImage:
+    """One decoded camera image."""
+
+    stamp_ns: int
+    frame_id: str  # optical frame
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+
+
+def decode_lidar(payload: Any) -> LidarSweep:
+    """PointCloud2 message (or LidarSweep) -> LidarSweep; ConversionError on bad input."""
+    if isinstance(payload, LidarSweep):
+        return payload
+    frame = str(getattr(getattr(payload, "header", None), "frame_id", "")).lstrip("/")
+    if not frame:
+        raise ConversionError("PointCloud2.header.frame_id is empty")
+    return LidarSweep(header_stamp_ns(payload), frame, pointcloud2_to_xyzir(payload))
+
+
+def decode_camera(payload: Any) -> CameraImage:
+    """Image/CompressedImage message (or CameraImage) -> CameraImage; ConversionError on bad input."""
+    if isinstance(payload, CameraImage):
+        return payload
+    frame = str(getattr(getattr(payload, "header", None), "frame_id", "")).lstrip("/")
+    if not frame:
+        raise ConversionError("image header.frame_id is empty")
+    return CameraImage(header_stamp_ns(payload), frame, image_msg_to_rgb(payload))
+
+
+class _Lru:
+    """A tiny LRU cache of decoded payloads keyed by (source, stamp)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._data: OrderedDict[tuple[str, int], Any] = OrderedDict()
+
+    def get(self, key: tuple[str, int], make: Callable[[], Any]) -> Any:
+        if key in self._data:
+            self._data.move_to_end(key)
+            return self._data[key]
+        value = make()
+        self._data[key] = value
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+class FrameAssembler:
+    """Keeps the temporal history the model needs and builds FrameSets (see the module docstring)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        tf: TfBuffer,
+        ego_frame: str = "base_link",
+        fixed_frame: str | None = "map",
+        history_spacing_s: float = 0.5,
+        history_tolerance_s: float = 0.25,
+        decode_lidar: Callable[[Any], LidarSweep] = decode_lidar,
+        decode_camera: Callable[[Any], CameraImage] = decode_camera,
+    ):
+        if not history_spacing_s > 0 or not 0 <= history_tolerance_s < history_spacing_s:
+            raise ValueError(
+                f"need history_spacing_s > 0 and 0 <= history_tolerance_s < spacing, got {history_spacing_s}, {history_tolerance_s}"
+            )
+        self.cfg = cfg
+        self.tf = tf
+        self.camera_names = tuple(cfg.data.cameras)
+        self.num_prev_images = int(cfg.data.num_adj_img_frames)
+        self.num_prev_sweeps = max(int(cfg.data.num_lidar_sweeps) - 1, 0)
+        self.ego_frame = ego_frame
+        self.fixed_frame = fixed_frame
+        self.spacing_ns = int(round(history_spacing_s * 1e9))
+        self.tolerance_ns = int(round(history_tolerance_s * 1e9))
+        self._decode_lidar = decode_lidar
+        self._decode_camera = decode_camera
+        self._intrinsics: dict[str, tuple[np.ndarray, tuple[int, int] | None]] = {}
+        self._lidar_stamps: list[int] = []
+        self._lidar_payloads: list[Any] = []
+        self._set_stamps: list[int] = []
+        self._sets: list[SyncedSet] = []
+        n_cams = len(self.camera_names)
+        self._image_cache = _Lru(n_cams * (self.num_prev_images + 2))
+        self._sweep_cache = _Lru(self.num_prev_sweeps + 2)
+        self._lock = threading.Lock()
+        self.last_history = (0, 0)  # (previous image frames, previous sweeps) of the last build
+
+    # --- calibration --------------------------------------------------------------------------
+
+    def set_intrinsics(self, camera: str, K: np.ndarray, image_size: tuple[int, int] | None = None) -> None:
+        """K (3, 3) of `camera`'s source images; image_size (H, W) if known (checked at build)."""
+        if camera not in self.camera_names:
+            raise KeyError(f"unknown camera '{camera}' (expected one of {', '.join(self.camera_names)})")
+        K = np.asarray(K, dtype=np.float64)
+        if K.shape != (3, 3) or not np.isfinite(K).all():
+            raise ValueError(f"intrinsics of {camera} must be a finite (3, 3) matrix")
+        self._intrinsics[camera] = (K.copy(), None if image_size is None else (int(image_size[0]), int(image_size[1])))
+
+    def set_camera_info(self, camera: str, msg: Any) -> None:
+        """Intrinsics and image size from a CameraInfo message (ConversionError if malformed)."""
+        self.set_intrinsics(camera, camera_info_to_k(msg), (int(msg.height), int(msg.width)))
+
+    def missing_intrinsics(self) -> list[str]:
+        """Cameras whose CameraInfo has not arrived yet (the node's start-up gate)."""
+        return [c for c in self.camera_names if c not in self._intrinsics]
+
+    # --- history ------------------------------------------------------------------------------
+
+    def _insert(self, stamps: list[int], items: list[Any], stamp: int, item: Any, horizon_ns: int) -> None:
+        i = bisect.bisect_left(stamps, stamp)
+        if i < len(stamps) and stamps[i] == stamp:
+            return
+        stamps.insert(i, stamp)
+        items.insert(i, item)
+        cut = bisect.bisect_left(stamps, stamps[-1] - horizon_ns)
+        if cut:
+            del stamps[:cut], items[:cut]
+
+    def observe_lidar(self, stamp_ns: int, payload: Any) -> None:
+        """Remember a sweep (raw message or LidarSweep) as a candidate previous sweep."""
+        horizon = self.num_prev_sweeps * self.spacing_ns + self.tolerance_ns
+        with self._lock:
+            self._insert(self._lidar_stamps, self._lidar_payloads, int(stamp_ns), payload, horizon)
+
+    def observe_set(self, synced: SyncedSet) -> None:
+        """Remember a synchronized set as a candidate previous image frame (and its sweep)."""
+        horizon = self.num_prev_images * self.spacing_ns + self.tolerance_ns
+        with self._lock:
+            self._insert(self._set_stamps, self._sets, synced.lidar_stamp_ns, synced, horizon)
+        self.observe_lidar(synced.lidar_stamp_ns, synced.lidar)
+
+    def reset(self) -> None:
+        """Forget the history (e.g. after time jumped backwards); intrinsics are kept."""
+        with self._lock:
+            self._lidar_stamps.clear()
+            self._lidar_payloads.clear()
+            self._set_stamps.clear()
+            self._sets.clear()
+            self._image_cache.clear()
+            self._sweep_cache.clear()
+
+    def _pick(self, stamps: list[int], t: int, count: int) -> list[int]:
+        """Indices of the history entries nearest t - k*spacing, k = 1..count, newest first; stops at a gap."""
+        picks: list[int] = []
+        upper = len(stamps)  # only entries older than the previous pick
+        for k in range(1, count + 1):
+            target = t - k * self.spacing_ns
+            j = bisect.bisect_left(stamps, target, 0, upper)
+            best = None
+            for cand in (j - 1, j):
+                if 0 <= cand < upper and stamps[cand] < t and abs(stamps[cand] - target) <= self.tolerance_ns:
+                    if best is None or abs(stamps[cand] - target) < abs(stamps[best] - target):
+                        best = cand
+            if best is None:
+                break
+            picks.append(best)
+            upper = best
+        return picks
+
+    # --- building -----------------------------------------------------------------------------
+
+    def _to_ego(self, frame: str, sensor_ns: int, ref_ns: int) -> np.ndarray:
+        """T_ego(ref)_sensor(sensor_ns); TfError if unavailable."""
+        if self.fixed_frame is None:
+            return self.tf.lookup(self.ego_frame, frame, sensor_ns)
+        return self.tf.lookup_full(self.ego_frame, ref_ns, frame, sensor_ns, self.fixed_frame)
+
+    def _sweep(self, payload: Any, stamp: int) -> LidarSweep:
+        return self._sweep_cache.get(("lidar", stamp), lambda: self._decode_lidar(payload))
+
+    def _cameras(self, synced: SyncedSet, t: int) -> CameraFrame:
+        """Decode a set's images and express its cameras in ego at t."""
+        images, intrinsics, sensor2ego = [], [], []
+        for name, stamp, payload in zip(self.camera_names, synced.camera_stamps_ns, synced.cameras):
+            cam = self._image_cache.get((name, stamp), lambda p=payload: self._decode_camera(p))
+            K, size = self._intrinsics[name]
+            if size is not None and cam.image.shape[:2] != size:
+                raise AssemblyError("image_size", f"{name}: image {cam.image.shape[:2]} differs from CameraInfo size {size}")
+            images.append(cam.image)
+            intrinsics.append(K)
+            sensor2ego.append(self._to_ego(cam.frame_id, cam.stamp_ns, t))
+        n = len(synced.camera_stamps_ns)
+        mean_stamp = (sum(synced.camera_stamps_ns) + n // 2) // n  # integer maths: ns stamps exceed float precision
+        return CameraFrame(images, np.stack(intrinsics), np.stack(sensor2ego), stamp_ns=mean_stamp)
+
+    def build(self, synced: SyncedSet) -> FrameSet:
+        """The FrameSet for one synchronized set (also remembered as history)."""
+        if len(synced.cameras) != len(self.camera_names):
+            raise AssemblyError("bad_input", f"set has {len(synced.cameras)} cameras, expected {len(self.camera_names)}")
+        missing = self.missing_intrinsics()
+        if missing:
+            raise AssemblyError("missing_intrinsics", f"no CameraInfo yet for {', '.join(missing)}")
+        self.observe_set(synced)
+        t = synced.lidar_stamp_ns
+        with self._lock:
+            try:
+                current = self._cameras(synced, t)
+                key = self._sweep(synced.lidar, t)
+                key_xyz = transform_points(self._to_ego(key.frame_id, key.stamp_ns, t), key.points[:, :3])
+            except ConversionError as exc:
+                raise AssemblyError("bad_input", str(exc)) from None
+            except TfError as exc:
+                raise AssemblyError("missing_tf", str(exc)) from None
+            key_points = np.concatenate([key_xyz, key.points[:, 3:5]], axis=1)  # (Q, 5)
+
+            previous: list[CameraFrame] = []
+            for i in self._pick(self._set_stamps, t, self.num_prev_images):
+                try:
+                    previous.append(self._cameras(self._sets[i], t))
+                except (ConversionError, TfError, AssemblyError):
+                    break  # history ends at the first unusable frame
+            sweeps = [key_points]
+            for i in self._pick(self._lidar_stamps, t, self.num_prev_sweeps):
+                try:
+                    sweep = self._sweep(self._lidar_payloads[i], self._lidar_stamps[i])
+                    T = self._to_ego(sweep.frame_id, sweep.stamp_ns, t)
+                except (ConversionError, TfError):
+                    break
+                xyz = transform_points(T, sweep.points[:, :3])
+                sweeps.append(np.concatenate([xyz, sweep.points[:, 3:5]], axis=1))
+            self.last_history = (len(previous), len(sweeps) - 1)
+        points = np.concatenate(sweeps, axis=0) if len(sweeps) > 1 else key_points
+        return FrameSet(stamp_ns=t, cameras=current, previous=previous, points=points, key_points=key_points)
+
