@@ -40,6 +40,7 @@ CONSOLE_SCRIPTS = [
     "fusionocc-replay = fusionocc_ros.replay:main",
     # ROS 2 graph tools (need rclpy)
     "fusionocc-play = rosbag_tools.play:main",
+    "fusionocc-record = rosbag_tools.record:main",
     "fusionocc-node = fusionocc_ros.node:main",
     "occupancy_node = fusionocc_ros.node:main",
 ]

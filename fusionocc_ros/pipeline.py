@@ -1,0 +1,236 @@
+"""The occupancy pipeline without a ROS graph: messages in, serialized output messages out.
+
+One object holds the TF buffer, the LiDAR-anchored synchronizer, the frame assembler, the
+predictor and the output encoders. The live node (`node.py`) feeds it from subscriptions and runs
+`infer` on a worker thread; `fusionocc-replay` feeds it from a bag. Both therefore take the same
+decisions for the same messages. Bad input never raises out of here: every rejected message or
+frame is counted in `drops` under a short reason and reported once through `on_problem`.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from fusionocc_core.config import Config
+from fusionocc_core.frame import FrameSet
+from fusionocc_ros.assembler import AssemblyError, FrameAssembler
+from fusionocc_ros.conversions import ConversionError, header_stamp_ns
+from fusionocc_ros.encoders import GridSpec, MarkerArrayEncoder, PointCloudEncoder, VoxelGridEncoder
+from fusionocc_ros.sync import LidarAnchoredSync, SyncedSet
+from fusionocc_ros.tf_buffer import TfBuffer
+
+OUTPUTS = ("markers", "voxels", "cloud")
+
+
+class PredictorLike(Protocol):
+    def predict(self, frame_set: FrameSet) -> Any: ...
+
+
+@dataclass
+class PipelineSettings:
+    """Everything the node's YAML configures below the model (see config/occ_node.yaml)."""
+
+    ego_frame: str = "base_link"
+    fixed_frame: str = "map"
+    sync_window_before_s: float = 0.02
+    sync_window_after_s: float = 0.1
+    sync_max_wait_s: float = 0.2
+    camera_buffer_size: int = 16
+    history_spacing_s: float = 0.5
+    history_tolerance_s: float = 0.25
+    tf_cache_s: float = 10.0
+    outputs: tuple[str, ...] = OUTPUTS
+    class_filter: tuple[str, ...] = ()  # class names drawn in markers/cloud; () = every non-free class
+    marker_lifetime_s: float = 1.0
+    marker_alpha: float = 1.0
+    publish_confidence: bool = True
+
+
+@dataclass
+class PipelineResult:
+    """One inferred frame: labels (X, Y, Z) uint8 and the CDR bytes of each enabled output."""
+
+    stamp_ns: int
+    labels: np.ndarray
+    confidence: np.ndarray | None
+    messages: dict[str, bytes]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class OccupancyPipeline:
+    """Sync + TF + assembly + inference + encoding (see the module docstring)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        predictor: PredictorLike,
+        settings: PipelineSettings = PipelineSettings(),
+        on_problem: Callable[[str, str], None] | None = None,
+    ):
+        unknown = sorted(set(settings.outputs) - set(OUTPUTS))
+        if unknown:
+            raise ValueError(f"unknown output(s) {unknown}; choose from {list(OUTPUTS)}")
+        self.cfg = cfg
+        self.predictor = predictor
+        self.settings = settings
+        self.camera_names = tuple(cfg.data.cameras)
+        self.on_problem = on_problem
+        self.drops: Counter[str] = Counter()
+        self._reported: set[str] = set()
+        self._lock = threading.Lock()
+        self.tf = TfBuffer(cache_time_s=settings.tf_cache_s)
+        self.sync = LidarAnchoredSync(
+            self.camera_names,
+            window_before_s=settings.sync_window_before_s,
+            window_after_s=settings.sync_window_after_s,
+            max_wait_s=settings.sync_max_wait_s,
+            camera_buffer_size=settings.camera_buffer_size,
+            on_drop=lambda reason, stamp, detail: self._problem(f"sync_{reason}", detail),
+        )
+        self.assembler = FrameAssembler(
+            cfg, self.tf, ego_frame=settings.ego_frame, fixed_frame=settings.fixed_frame or None,
+            history_spacing_s=settings.history_spacing_s, history_tolerance_s=settings.history_tolerance_s,
+        )
+        self.rebuild_encoders()
+        self.frames_in = 0
+        self._held: SyncedSet | None = None
+        self.frames_out = 0
+
+    def rebuild_encoders(self) -> None:
+        """(Re)create the output encoders from `settings` (after a runtime parameter change)."""
+        s = self.settings
+        grid = GridSpec.from_config(self.cfg.grid)
+        classes = s.class_filter or None
+        self.encoders = {
+            "markers": MarkerArrayEncoder(s.ego_frame, classes, s.marker_alpha, s.marker_lifetime_s, grid=grid),
+            "voxels": VoxelGridEncoder(s.ego_frame, grid),
+            "cloud": PointCloudEncoder(s.ego_frame, classes, grid),
+        }
+
+    # --- problems are counted, and logged once per reason ---------------------------------------
+
+    def _problem(self, reason: str, detail: str) -> None:
+        with self._lock:
+            self.drops[reason] += 1
+            first = reason not in self._reported
+            self._reported.add(reason)
+        if first and self.on_problem is not None:
+            self.on_problem(reason, detail)
+
+    # --- inputs (cheap: no decoding here) ---------------------------------------------------------
+
+    def add_tf(self, msg: Any, static: bool = False) -> list[SyncedSet]:
+        """A tf2_msgs/TFMessage from /tf or /tf_static; may release the set held at start-up."""
+        try:
+            self.tf.add_tf_message(msg, static=static)
+        except (ConversionError, ValueError) as exc:
+            self._problem("bad_tf", str(exc))
+        return self._release_held()
+
+    def add_camera_info(self, camera: str, msg: Any) -> list[SyncedSet]:
+        """A CameraInfo; may release the set held at start-up."""
+        try:
+            self.assembler.set_camera_info(camera, msg)
+        except (ConversionError, ValueError, KeyError) as exc:
+            self._problem("bad_camera_info", f"{camera}: {exc}")
+        return self._release_held()
+
+    def add_camera(self, camera: str, msg: Any) -> list[SyncedSet]:
+        """An Image/CompressedImage; returns the synchronized sets this completes (oldest first)."""
+        try:
+            stamp = header_stamp_ns(msg)
+        except ConversionError as exc:
+            self._problem("bad_image", f"{camera}: {exc}")
+            return []
+        return self._observe(self.sync.add_camera(camera, stamp, msg))
+
+    def add_lidar(self, msg: Any) -> list[SyncedSet]:
+        """A PointCloud2 sweep; returns the synchronized sets this completes (oldest first)."""
+        try:
+            stamp = header_stamp_ns(msg)
+        except ConversionError as exc:
+            self._problem("bad_cloud", str(exc))
+            return []
+        sets = self.sync.add_lidar(stamp, msg)
+        self.assembler.observe_lidar(stamp, msg)
+        return self._observe(sets)
+
+    def flush(self) -> list[SyncedSet]:
+        """Decide every pending sweep now (end of a bag)."""
+        return self._observe(self.sync.flush())
+
+    def _observe(self, sets: list[SyncedSet]) -> list[SyncedSet]:
+        """Remember every set as history; pass them on once calibration is complete.
+
+        Until then (the start-up gate) the newest set is held and released by the CameraInfo or
+        TF message that completes the calibration, so arrival order across topics does not
+        decide whether the first frame is inferred."""
+        for s in sets:  # every set is history, even those the worker skips (latest wins)
+            self.assembler.observe_set(s)
+        self.frames_in += len(sets)
+        if sets and self.waiting_for():
+            if self._held is not None:
+                self.drops["not_ready"] += 1
+            self.drops["not_ready"] += len(sets) - 1
+            self._held = sets[-1]
+            return []
+        return sets
+
+    def _release_held(self) -> list[SyncedSet]:
+        if self._held is None or self.waiting_for():
+            return []
+        held, self._held = self._held, None
+        return [held]
+
+    def waiting_for(self) -> list[str]:
+        """What the start-up gate still waits for (empty when inference can start)."""
+        missing = [f"CameraInfo of {c}" for c in self.assembler.missing_intrinsics()]
+        if self.settings.fixed_frame and self.settings.fixed_frame not in self.tf.frames:
+            missing.append(f"TF frame '{self.settings.fixed_frame}'")
+        return missing
+
+    # --- inference --------------------------------------------------------------------------------
+
+    def infer(self, synced: SyncedSet) -> PipelineResult | None:
+        """Assemble, predict and encode one set; None (counted) if the frame is unusable."""
+        t0 = time.perf_counter()
+        try:
+            frame_set = self.assembler.build(synced)
+        except AssemblyError as exc:
+            self._problem(f"frame_{exc.kind}", str(exc))
+            return None
+        t1 = time.perf_counter()
+        try:
+            prediction = self.predictor.predict(frame_set)
+        except (ValueError, RuntimeError) as exc:  # bad shapes, NaN input, CUDA OOM...
+            self._problem("inference_error", f"{type(exc).__name__}: {exc}")
+            return None
+        t2 = time.perf_counter()
+        labels = np.ascontiguousarray(prediction.labels, dtype=np.uint8)
+        confidence = getattr(prediction, "confidence", None)
+        stamp = synced.lidar_stamp_ns
+        messages: dict[str, bytes] = {}
+        for name in self.settings.outputs:
+            if name == "voxels":
+                conf = confidence if self.settings.publish_confidence else None
+                messages[name] = self.encoders[name].encode(labels, stamp, conf)
+            else:
+                messages[name] = self.encoders[name].encode(labels, stamp)
+        t3 = time.perf_counter()
+        timings = {f"model_{k}": float(v) for k, v in (getattr(prediction, "timings", None) or {}).items()}
+        timings.update(assemble=(t1 - t0) * 1e3, predict=(t2 - t1) * 1e3, encode=(t3 - t2) * 1e3)
+        self.frames_out += 1
+        return PipelineResult(stamp, labels, confidence, messages, timings)
+
+    def counters(self) -> dict[str, int]:
+        """Drop counters of every stage (sync reasons included) for diagnostics."""
+        out = {f"sync_{k}": int(v) for k, v in self.sync.drops.items()}
+        with self._lock:
+            out.update({k: int(v) for k, v in self.drops.items() if not k.startswith("sync_")})
+        return out
+

@@ -1,0 +1,156 @@
+"""`fusionocc-replay IN_BAG OUT_BAG`: the node's pipeline on a recorded bag, offline and deterministic.
+
+Reads IN_BAG with rosbags (no ROS install, no DDS), feeds every message in bag order through the
+same `OccupancyPipeline` the live node uses (same sync, TF, assembly, model, encoders), infers
+every synchronized set, and writes the node's three outputs to OUT_BAG under the node's topic
+names. When IN_BAG carries `/occupancy/gt`, it prints mIoU (no visibility mask: the message has
+none) with the scorer of `fusionocc-score`. OUT_BAG is written under a temporary name and renamed
+at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+DEFAULT_PARAMS = Path(__file__).resolve().parent.parent / "config" / "occ_node.yaml"
+GT_TOPIC = "/occupancy/gt"
+
+
+def output_topics(node_name: str) -> dict[str, tuple[str, str]]:
+    """Output name -> (topic, message type) as the live node publishes them."""
+    return {
+        "markers": (f"/{node_name}/output/markers", "visualization_msgs/msg/MarkerArray"),
+        "voxels": (f"/{node_name}/output/voxels", "fusionocc_msgs/msg/SemanticVoxelGrid"),
+        "cloud": (f"/{node_name}/output/cloud", "sensor_msgs/msg/PointCloud2"),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fusionocc-replay", description=__doc__.split("\n\n")[0])
+    p.add_argument("in_bag", type=Path, help="input rosbag2 directory (e.g. from fusionocc-convert)")
+    p.add_argument("out_bag", type=Path, help="output rosbag2 directory to create (must not exist)")
+    p.add_argument("--checkpoint", required=True, help="model checkpoint (ours, or the official .pth)")
+    p.add_argument("--config", default=None, help="model preset or YAML (default: model.config of --params)")
+    p.add_argument("--params", type=Path, default=DEFAULT_PARAMS,
+                   help="node parameters YAML giving topics, sync, history and output settings (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="inference precision")
+    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage of OUT_BAG")
+    p.add_argument("--camera-topic", default="/{cam}/image_rect_compressed",
+                   help="image topic pattern in IN_BAG; {cam} = lower-case camera name (default: %(default)s)")
+    p.add_argument("--info-topic", default="/{cam}/camera_info", help="CameraInfo topic pattern (default: %(default)s)")
+    p.add_argument("--lidar-topic", default="/lidar_top", help="PointCloud2 topic in IN_BAG (default: %(default)s)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as exc:
+        print(f"fusionocc-replay: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+
+    from fusionocc_core.config import load_config
+    from fusionocc_core.predictor import Predictor
+    from fusionocc_core.tools.score import GroundTruth, format_table, score_pairs
+    from fusionocc_ros.conversions import header_stamp_ns, voxel_grid_to_labels
+    from fusionocc_ros.params import NODE_NAME, load_params_file, pipeline_settings, validate
+    from fusionocc_ros.pipeline import OccupancyPipeline
+    from rosbag_tools.qos import offered_qos
+    from rosbag_tools.typestore import get_store
+
+    if not args.in_bag.is_dir():
+        raise FileNotFoundError(f"input bag not found: {args.in_bag}")
+    if args.out_bag.exists():
+        raise ValueError(f"output path exists: {args.out_bag}")
+    params = load_params_file(args.params)
+    params.update({"model.checkpoint": args.checkpoint, "model.device": args.device, "model.precision": args.precision})
+    if args.config:
+        params["model.config"] = args.config
+    problem = validate(params)
+    if problem:
+        raise ValueError(f"{args.params}: {problem}")
+    cfg = load_config(params["model.config"])
+    predictor = Predictor(cfg, checkpoint=args.checkpoint, device=args.device, precision=args.precision)
+    problems: list[str] = []
+    pipeline = OccupancyPipeline(cfg, predictor, pipeline_settings(params),
+                                 on_problem=lambda reason, detail: problems.append(f"{reason}: {detail}"))
+
+    cams = {args.camera_topic.format(cam=c.lower()): c for c in cfg.data.cameras}
+    infos = {args.info_topic.format(cam=c.lower()): c for c in cfg.data.cameras}
+    store = get_store()
+    topics = output_topics(NODE_NAME)
+    tmp = args.out_bag.with_name(f".{args.out_bag.name}.partial-{os.getpid()}")
+    gt_by_stamp: dict[int, np.ndarray] = {}
+    results = []
+    t_start = time.perf_counter()
+    try:
+        writer = Writer(tmp, version=8, storage_plugin=StoragePlugin.MCAP if args.storage == "mcap" else StoragePlugin.SQLITE3)
+        writer.open()
+        conns = {name: writer.add_connection(topic, msgtype, typestore=store, offered_qos_profiles=offered_qos(topic))
+                 for name, (topic, msgtype) in topics.items() if name in pipeline.settings.outputs}
+
+        def infer_all(sets: list) -> None:
+            for synced in sets:
+                result = pipeline.infer(synced)
+                if result is None:
+                    continue
+                results.append((result.stamp_ns, result.labels))
+                for name, data in result.messages.items():
+                    writer.write(conns[name], result.stamp_ns, data)
+
+        with Reader(args.in_bag) as reader:
+            wanted = [c for c in reader.connections
+                      if c.topic in cams or c.topic in infos or c.topic in (args.lidar_topic, "/tf", "/tf_static", GT_TOPIC)]
+            if not any(c.topic == args.lidar_topic for c in wanted):
+                raise ValueError(f"{args.in_bag}: no {args.lidar_topic} topic")
+            total = sum(c.msgcount for c in wanted)
+            for conn, _, raw in tqdm(reader.messages(connections=wanted), total=total, desc="replay", unit="msg"):
+                msg = store.deserialize_cdr(raw, conn.msgtype)
+                topic = conn.topic
+                if topic == args.lidar_topic:
+                    infer_all(pipeline.add_lidar(msg))
+                elif topic in cams:
+                    infer_all(pipeline.add_camera(cams[topic], msg))
+                elif topic in infos:
+                    infer_all(pipeline.add_camera_info(infos[topic], msg))
+                elif topic in ("/tf", "/tf_static"):
+                    infer_all(pipeline.add_tf(msg, static=topic == "/tf_static"))
+                elif topic == GT_TOPIC:
+                    gt_by_stamp[header_stamp_ns(msg)] = voxel_grid_to_labels(msg)[0].copy()
+            infer_all(pipeline.flush())
+        writer.close()
+        os.replace(tmp, args.out_bag)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    elapsed = time.perf_counter() - t_start
+    print(f"fusionocc-replay: {len(results)} frames inferred from {pipeline.frames_in} synchronized sets "
+          f"in {elapsed:.1f} s -> {args.out_bag}")
+    drops = {k: v for k, v in pipeline.counters().items() if v}
+    if drops:
+        print("dropped: " + ", ".join(f"{k}={v}" for k, v in sorted(drops.items())))
+    for line in problems[:10]:
+        print(f"  {line}")
+    scored = [(labels, gt_by_stamp[stamp]) for stamp, labels in results if stamp in gt_by_stamp]
+    if scored:
+        print(format_table(score_pairs(((pred, GroundTruth(gt, None, None)) for pred, gt in scored), mask="none")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
