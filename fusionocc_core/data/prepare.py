@@ -19,9 +19,9 @@ current key-frame LiDAR points are moved lidar -> ego -> global -> ego at the ca
 camera, kept with depth > 0.1 m inside the image; each paints an 8 px wide x 16 px tall box
 (u-4..u+3, v-8..v+7) with its 17-class label, on a canvas initialised to 17 (= no label),
 which is kept at stride 8 -> (ceil(H/8), ceil(W/8)) = (113, 200) uint8 for 1600x900. Where
-boxes overlap the *nearest* point wins (the reference lets the last point win). Source pixel
-(u, v) has label map[v // 8, u // 8]. Packed with `io.encode_label_map` (zlib);
-`io.decode_label_map(entry)` returns (map, stride).
+boxes overlap the *nearest* point wins (the reference lets the last point win). The map is the
+canvas sampled at pixels (8r, 8c); `transforms.warp_label_map` gives each source pixel its nearest
+sample. Packed with `io.encode_label_map` (zlib); `io.decode_label_map(entry)` -> (map, stride).
 """
 from __future__ import annotations
 

@@ -152,8 +152,10 @@ def augment_image(img: np.ndarray, aug: ImageAug, src_hw: tuple[int, int] | None
 
 def warp_label_map(labels: np.ndarray, stride: int, src_hw: tuple[int, int], post_rot: np.ndarray,
                    post_tran: np.ndarray, out_hw: tuple[int, int], fill: int = NO_LABEL) -> np.ndarray:
-    """Nearest-neighbour warp of a label map stored at `stride` (source pixel (u, v) has label
-    labels[v // stride, u // stride]) into the augmented image -> (H_in, W_in) uint8."""
+    """Nearest-neighbour warp of a label map sampled every `stride` source pixels (cell (r, c) is the
+    label at source pixel (stride*r, stride*c)) into the augmented image -> (H_in, W_in) uint8.
+    A source pixel takes its nearest sample, ties to the lower one: cell (x + stride/2 - 1) // stride.
+    (The reference repeats each cell over x // stride instead, shifting labels 3.5 px right/down.)"""
     out_h, out_w = out_hw
     a_inv = np.linalg.inv(np.asarray(post_rot, np.float64)[:2, :2])
     b = np.asarray(post_tran, np.float64)[:2]
@@ -163,8 +165,9 @@ def warp_label_map(labels: np.ndarray, stride: int, src_hw: tuple[int, int], pos
     u = np.rint(a_inv[0, 0] * (x - b[0]) + a_inv[0, 1] * (y - b[1])).astype(np.int64)
     v = np.rint(a_inv[1, 0] * (x - b[0]) + a_inv[1, 1] * (y - b[1])).astype(np.int64)
     inside = (u >= 0) & (u < src_hw[1]) & (v >= 0) & (v < src_hw[0])
-    r = np.clip(v // stride, 0, labels.shape[0] - 1)
-    c = np.clip(u // stride, 0, labels.shape[1] - 1)
+    half = stride // 2 - 1
+    r = np.clip((v + half) // stride, 0, labels.shape[0] - 1)
+    c = np.clip((u + half) // stride, 0, labels.shape[1] - 1)
     return np.where(inside, labels[r, c], np.uint8(fill)).astype(np.uint8)
 
 

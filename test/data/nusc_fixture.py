@@ -31,7 +31,7 @@ K = [[1266.4, 0.0, 816.3], [0.0, 1266.4, 491.5], [0.0, 0.0, 1.0]]
 LIDAR_T = [0.943713, 0.0, 1.84023]
 LIDAR_Q = [0.7077955119163518, -0.006492242056004365, 0.010646214713995808, -0.7063073142877817]
 W, H = 1600, 900
-CAR_VOXELS = (slice(122, 128), slice(97, 103), slice(3, 8))  # x 8.8..11.2, y -1.2..1.2, z 0.2..2.2
+CAR_VOXELS = (slice(122, 128), slice(102, 108), slice(3, 8))  # x 8.8..11.2, y 0.8..3.2, z 0.2..2.2
 GROUND_Z_INDEX = 2  # z 0.0..0.4
 
 
@@ -156,14 +156,14 @@ def make_root(root: Path, scenes: int = 1, keyframes: int = 3, points: int = 400
 
 def _cloud(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     """(n, 5) float32 LiDAR-frame points and their nuScenes-lidarseg labels. Made in the ego frame:
-    a flat ground ring at z = 0.04 (Occ3D z-layer 2) and a car cluster at x 9..11, y -1..1,
+    a flat ground ring at z = 0.04 (Occ3D z-layer 2) and a car cluster at x 9..11, y 1..3,
     z 0.4..1.8 (the voxels CAR_VOXELS of the fixture's ground truth); then moved to LIDAR_TOP."""
     r = rng.uniform(3.0, 30.0, n)
     a = rng.uniform(-math.pi, math.pi, n)
     ego = np.stack([r * np.cos(a), r * np.sin(a), 0.04 + rng.uniform(-0.05, 0.05, n)], axis=1)
     labels = np.full(n, 24, np.uint8)  # flat.driveable_surface
     car = np.arange(n) < n // 4
-    ego[car] = rng.uniform([9.0, -1.0, 0.4], [11.0, 1.0, 1.8], size=(car.sum(), 3))
+    ego[car] = rng.uniform([9.0, 1.0, 0.4], [11.0, 3.0, 1.8], size=(car.sum(), 3))
     labels[car] = 17  # vehicle.car
     rot = Quaternion(LIDAR_Q).rotation_matrix
     lidar = (ego - np.array(LIDAR_T)) @ rot  # ego -> lidar: R^T (p - t)

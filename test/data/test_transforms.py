@@ -182,8 +182,8 @@ def test_normalize_image_replicates_the_bgr_quirk() -> None:
 
 
 def test_label_map_warps_nearest_with_the_image() -> None:
-    """A stride-8 label map: a labelled source pixel's label appears where that pixel projects;
-    outside the source image the label is 17."""
+    """A stride-8 label map: a source pixel's label (its nearest stored sample) appears where that
+    pixel projects; outside the source image the label is 17."""
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 17, size=(113, 200)).astype(np.uint8)
     for _ in range(10):
@@ -198,7 +198,9 @@ def test_label_map_warps_nearest_with_the_image() -> None:
         cu, cv = np.rint(src[0]), np.rint(src[1])
         inside = (cu >= 0) & (cu < 1600) & (cv >= 0) & (cv < 900)
         flat = out.ravel()
-        np.testing.assert_array_equal(flat[inside], labels[(cv[inside] // 8).astype(int), (cu[inside] // 8).astype(int)])
+        # nearest stored sample (cell (r, c) = source pixel (8r, 8c)), ties to the lower cell
+        row, col = ((cv[inside] + 3) // 8).astype(int), ((cu[inside] + 3) // 8).astype(int)
+        np.testing.assert_array_equal(flat[inside], labels[np.minimum(row, 112), np.minimum(col, 199)])
         assert np.all(flat[~inside] == T.NO_LABEL)
 
 

@@ -1,0 +1,197 @@
+"""The torch Dataset of FusionOcc samples from an info pickle, and `collate` into the batch dict.
+
+One item = one key-frame sample, laid out per `fusionocc_core.frame` (without the batch axis):
+T = 1 + cfg.data.num_adj_img_frames image frames per camera (previous key-frames; at a scene start
+the current frame is repeated), current + (num_lidar_sweeps - 1) previous key-frame LiDAR sweeps
+moved into the key ego frame (ego at the current LiDAR stamp), sparse depth from the current
+sweep only, 2D seg labels (key frame), and the Occ3D targets when they exist.
+
+Train: per camera a random resize/crop/flip/rotate applied identically to all T images and
+(nearest) to the seg labels; random BEV x/y flips of points, bda and targets. Test: the
+deterministic test transform, no BEV flip, and the LiDAR sub-sampling seeded by the sample index
+(so evaluation is reproducible; the reference's is random). The range filter is fixed (the
+reference's filter shrinks by 1 mm per sample, a bug).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from fusionocc_core.classes import FREE_LABEL
+from fusionocc_core.config import Config, load_config
+from fusionocc_core.data import poses
+from fusionocc_core.data import transforms as T
+from fusionocc_core.data.io import (DataError, decode_label_map, jpeg_reduction, read_image, read_infos,
+                                    read_occ_gt, read_points)
+
+RANGE_MARGIN = 1e-3  # points must lie 1 mm inside the grid (the reference's margin, applied once)
+TARGET_KEYS = ("voxel_semantics", "mask_camera", "mask_lidar", "seg_labels")
+STACK_KEYS = ("imgs", "intrins", "sensor2ego", "post_rots", "post_trans", "bda", "sparse_depth")
+REQUIRED_INFO_KEYS = ("token", "prev", "lidar_path", "lidar2ego_translation", "lidar2ego_rotation",
+                      "ego2global_translation", "ego2global_rotation", "cams", "occ_path")
+
+
+class OccDataset(Dataset):
+    """FusionOcc samples of one info file under `data_root`, for `cfg` (a Config or preset name)."""
+
+    def __init__(self, infos: str | Path | dict | list, data_root: str | Path, cfg: Config | str, train: bool):
+        self.cfg = load_config(cfg)
+        self.root = Path(data_root)
+        self.train = bool(train)
+        source = infos if isinstance(infos, (str, Path)) else "<infos>"
+        data = read_infos(infos) if isinstance(infos, (str, Path)) else (
+            {"infos": infos} if isinstance(infos, list) else infos)
+        self.infos: list[dict[str, Any]] = list(data["infos"])
+        if not self.infos:
+            raise DataError(f"{source}: the info file holds no samples")
+        missing = [k for k in REQUIRED_INFO_KEYS if k not in self.infos[0]]
+        cams_missing = [c for c in self.cfg.data.cameras if c not in self.infos[0].get("cams", {})]
+        if missing or cams_missing:
+            raise DataError(f"{source}: not a fusionocc-prepare info file (missing {', '.join(missing + cams_missing)})")
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: data root not found")
+        gts = self.root / "gts"
+        if self.train and not gts.is_dir():
+            raise DataError(f"{gts}: Occ3D gts folder not found (training needs the ground truth)")
+        self.has_gts = gts.is_dir()
+        self.index = {info["token"]: i for i, info in enumerate(self.infos)}
+
+    def __len__(self) -> int:
+        return len(self.infos)
+
+    def history(self, i: int, count: int) -> list[dict[str, Any]]:
+        """The `count` previous key-frames of sample i, newest first; the current one past a scene start."""
+        current = self.infos[i]
+        out, info = [], current
+        for _ in range(count):
+            j = self.index.get(info.get("prev") or "")
+            if j is None:  # scene start (or the previous sample is not in this info file)
+                out.extend([current] * (count - len(out)))
+                break
+            info = self.infos[j]
+            out.append(info)
+        return out
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        info = self.infos[i]
+        data = self.cfg.data
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()) if self.train else i)
+        key2global = _ego2global(info)
+        global2key = poses.invert(key2global)
+        frames = [info] + self.history(i, data.num_adj_img_frames)
+
+        # images: one augmentation per camera, shared by its T frames
+        n_cam, n_t = len(data.cameras), len(frames)
+        in_h, in_w = data.input_size
+        imgs = np.zeros((n_t, n_cam, 3, in_h, in_w), np.float32)
+        intrins = np.zeros((n_t, n_cam, 3, 3), np.float32)
+        sensor2ego = np.zeros((n_t, n_cam, 4, 4), np.float32)
+        post_rots = np.zeros((n_t, n_cam, 3, 3), np.float32)
+        post_trans = np.zeros((n_t, n_cam, 3), np.float32)
+        augs = []
+        for n, cam in enumerate(data.cameras):
+            src_hw = _source_hw(self.root, info["cams"][cam])
+            aug = T.sample_image_aug(src_hw, data, rng) if self.train else T.test_image_aug(src_hw, data.input_size)
+            augs.append((aug, src_hw))
+            reduction = jpeg_reduction(src_hw, aug.resize)
+            for t, frame in enumerate(frames):
+                c = frame["cams"][cam]
+                path = self.root / c["data_path"]
+                raw = read_image(path, reduction)
+                if raw.shape[0] * reduction != src_hw[0] or raw.shape[1] * reduction != src_hw[1]:
+                    raise DataError(f"{path}: image is {raw.shape[1] * reduction}x{raw.shape[0] * reduction}, "
+                                    f"its sample_data says {src_hw[1]}x{src_hw[0]}")
+                out, post_rots[t, n], post_trans[t, n] = T.augment_image(raw, aug, src_hw)
+                imgs[t, n] = T.normalize_image(out)
+                intrins[t, n] = np.asarray(c["cam_intrinsic"], np.float64)
+                sensor2ego[t, n] = global2key @ _cam2global(c)
+
+        # LiDAR: current + previous key-frame sweeps in the key ego frame
+        sweeps = [info] + self.history(i, data.num_lidar_sweeps - 1)
+        clouds, current_xyz = [], None
+        for s, sweep in enumerate(sweeps):
+            pts = read_points(self.root / sweep["lidar_path"])
+            m = global2key @ _ego2global(sweep) @ poses.transform_matrix(
+                sweep["lidar2ego_translation"], sweep["lidar2ego_rotation"])
+            pts = pts.copy()
+            pts[:, :3] = poses.apply(m, pts[:, :3])
+            if s == 0:
+                current_xyz = pts[:, :3]
+            clouds.append(pts)
+        points = np.concatenate(clouds)
+        if data.lidar_keep_prob < 1.0:  # official sub-sampling: high rings, or with probability p
+            keep = (points[:, 4] > data.lidar_keep_ring_above) | (rng.random(len(points)) < data.lidar_keep_prob)
+            points = points[keep]
+        lo = np.asarray(self.cfg.grid.lower) + RANGE_MARGIN
+        hi = np.asarray(self.cfg.grid.upper) - RANGE_MARGIN
+        points = points[np.all((points[:, :3] >= lo) & (points[:, :3] <= hi), axis=1)]
+
+        # sparse depth (key frame, current sweep only; camera frame, so unaffected by bda)
+        depth_range = (self.cfg.grid.depth[0], self.cfg.grid.depth[1])
+        sparse_depth = T.sparse_depth_maps(current_xyz, sensor2ego[0], intrins[0], post_rots[0], post_trans[0],
+                                           (in_h, in_w), depth_range)
+
+        flip_x, flip_y = T.sample_bda(data, rng) if self.train else (False, False)
+        bda = T.bda_matrix(flip_x, flip_y)
+        points = T.apply_bda_points(points, bda)
+
+        sample: dict[str, Any] = {
+            "imgs": torch.from_numpy(imgs), "intrins": torch.from_numpy(intrins),
+            "sensor2ego": torch.from_numpy(sensor2ego), "post_rots": torch.from_numpy(post_rots),
+            "post_trans": torch.from_numpy(post_trans), "bda": torch.from_numpy(bda),
+            "points": torch.from_numpy(np.ascontiguousarray(points, np.float32)),
+            "sparse_depth": torch.from_numpy(sparse_depth), "sample_token": info["token"],
+            "scene_name": info.get("scene_name", ""),
+        }
+        gt_path = self.root / info["occ_path"] / "labels.npz"
+        if self.train or gt_path.is_file():
+            gt = read_occ_gt(gt_path)
+            sample["voxel_semantics"] = torch.from_numpy(T.flip_grid(gt["semantics"], flip_x, flip_y).astype(np.int64))
+            sample["mask_camera"] = torch.from_numpy(T.flip_grid(gt["mask_camera"], flip_x, flip_y))
+            sample["mask_lidar"] = torch.from_numpy(T.flip_grid(gt["mask_lidar"], flip_x, flip_y))
+            sample["seg_labels"] = torch.from_numpy(self._seg_labels(info, augs, post_rots[0], post_trans[0]))
+        return sample
+
+    def _seg_labels(self, info: dict[str, Any], augs: list, post_rots: np.ndarray, post_trans: np.ndarray) -> np.ndarray:
+        """(N, H_in, W_in) int64 2D labels of the key frame under its augmentation; 17 = none."""
+        in_h, in_w = self.cfg.data.input_size
+        out = np.full((len(self.cfg.data.cameras), in_h, in_w), FREE_LABEL, np.int64)
+        imgseg = info.get("imgseg") or {}
+        for n, cam in enumerate(self.cfg.data.cameras):
+            if cam in imgseg:
+                labels, stride = decode_label_map(imgseg[cam])
+                out[n] = T.warp_label_map(labels, stride, augs[n][1], post_rots[n], post_trans[n], (in_h, in_w))
+        return out
+
+
+def _ego2global(rec: dict[str, Any]) -> np.ndarray:
+    return poses.transform_matrix(rec["ego2global_translation"], rec["ego2global_rotation"])
+
+
+def _cam2global(cam: dict[str, Any]) -> np.ndarray:
+    return _ego2global(cam) @ poses.transform_matrix(cam["sensor2ego_translation"], cam["sensor2ego_rotation"])
+
+
+def _source_hw(root: Path, cam: dict[str, Any]) -> tuple[int, int]:
+    """(H, W) of a camera's source image: from the info, else by decoding the image once."""
+    if cam.get("height") and cam.get("width"):
+        return int(cam["height"]), int(cam["width"])
+    return read_image(root / cam["data_path"]).shape[:2]
+
+
+def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Dataset items -> the batch dict of `fusionocc_core.frame` (targets only if every item has them)."""
+    if not samples:
+        raise ValueError("collate: empty batch")
+    batch: dict[str, Any] = {k: torch.stack([s[k] for s in samples]) for k in STACK_KEYS}
+    batch["points"] = [s["points"] for s in samples]
+    if all("voxel_semantics" in s for s in samples):
+        for k in TARGET_KEYS:
+            batch[k] = torch.stack([s[k] for s in samples])
+    batch["sample_tokens"] = [s["sample_token"] for s in samples]
+    batch["scene_names"] = [s["scene_name"] for s in samples]
+    return batch
