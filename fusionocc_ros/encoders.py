@@ -44,10 +44,16 @@ class GridSpec:
             raise ValueError(f"voxels must be cubic for the voxel message, got {grid.voxel_size}")
         return cls(tuple(grid.lower), float(sizes.pop()), tuple(grid.shape))
 
-    def centers(self, flat_index: np.ndarray) -> np.ndarray:
-        """(n,) flat C-order indices -> (n, 3) float64 voxel centres."""
-        ijk = np.stack(np.unravel_index(flat_index, self.shape), axis=1)  # (n, 3)
-        return np.asarray(self.lower) + (ijk + 0.5) * self.voxel_size
+    def centers(self, flat_index: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+        """(n,) flat C-order indices -> (n, 3) voxel centres (per-axis lookup tables, no loop over voxels)."""
+        _, size_y, size_z = self.shape
+        i, rest = np.divmod(flat_index, size_y * size_z)
+        j, k = np.divmod(rest, size_z)
+        out = np.empty((flat_index.size, 3), dtype)
+        for axis, idx in enumerate((i, j, k)):
+            table = self.lower[axis] + (np.arange(self.shape[axis]) + 0.5) * self.voxel_size  # (size,) float64
+            out[:, axis] = table[idx]
+        return out
 
     def check(self, labels: np.ndarray) -> np.ndarray:
         if not isinstance(labels, np.ndarray) or labels.dtype != np.uint8 or labels.shape != tuple(self.shape):
@@ -293,12 +299,11 @@ class PointCloudEncoder:
     def points(self, labels: np.ndarray) -> np.ndarray:
         """(n,) CLOUD_DTYPE records of the drawn voxels."""
         index, lab, _ = occupied_voxels(self.grid.check(labels), self.mask)
-        pts = np.zeros(index.size, CLOUD_DTYPE)  # zeroed: padding bytes are deterministic
-        xyz = self.grid.centers(index).astype(np.float32)
-        pts["x"], pts["y"], pts["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-        pts["rgb"] = self.rgb[lab]
-        pts["label"] = lab
-        return pts
+        rows = np.empty((index.size, 5), np.float32)  # x y z rgb label: 20 bytes per point
+        rows[:, :3] = self.grid.centers(index, np.float32)
+        rows[:, 3] = self.rgb[lab]
+        rows[:, 4] = lab.astype("<u4").view(np.float32)  # label byte at offset 16, then 3 zero bytes
+        return rows.view(CLOUD_DTYPE).reshape(-1)
 
     def encode(self, labels: np.ndarray, stamp_ns: int) -> bytes:
         pts = self.points(labels)
