@@ -37,6 +37,7 @@ CONSOLE_SCRIPTS = [
     "fusionocc-score = fusionocc_core.tools.score:main",
     "fusionocc-convert = rosbag_tools.convert:main",
     "fusionocc-bag-info = rosbag_tools.info:main",
+    "fusionocc-bag-extract = rosbag_tools.extract:main",
     "fusionocc-replay = fusionocc_ros.replay:main",
     # ROS 2 graph tools (need rclpy)
     "fusionocc-play = rosbag_tools.play:main",

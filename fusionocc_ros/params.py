@@ -118,3 +118,23 @@ def load_params_file(path: str | Path, node_name: str = NODE_NAME) -> dict[str, 
 
     walk("", section["ros__parameters"])
     return flat
+
+
+def default_remappings(cameras: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The node's input remappings to the converter's topics, as launch/occ.launch.py sets them."""
+    pairs = [("~/input/lidar", "/lidar_top")]
+    for cam in (c.lower() for c in cameras):
+        pairs.append((f"~/input/{cam}/image", f"/{cam}/image_rect_compressed"))
+        pairs.append((f"~/input/{cam}/camera_info", f"/{cam}/camera_info"))
+    return pairs
+
+
+def ros_args(params_file: str | Path, overrides: dict[str, Any], cameras: tuple[str, ...]) -> list[str]:
+    """`--ros-args` for starting the node from a shell the way the launch file starts it."""
+    args = ["--ros-args", "--params-file", str(params_file)]
+    for name, value in overrides.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        args += ["-p", f"{name}:={text}"]
+    for src, dst in default_remappings(cameras):
+        args += ["-r", f"{src}:={dst}"]
+    return args

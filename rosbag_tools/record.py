@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--discovery-timeout", type=float, default=30.0,
                    help="seconds to wait for every topic to appear in the graph before failing")
     p.add_argument("--use-header-stamp", action="store_true",
-                   help="bag time = the message's header stamp instead of the receive time")
+                   help="bag time = the message's header stamp (types whose first field is a Header) "
+                        "instead of the receive time")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage plugin")
     p.add_argument("--ready-file", type=Path, default=None,
                    help="touch this file once all subscriptions exist (for scripts that start a publisher next)")
@@ -98,8 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return getattr(importlib.import_module(f"{pkg}.msg"), name)
 
         def callback_for(topic: str):
+            fields = msg_class(types[topic]).get_fields_and_field_types()
+            stamped = args.use_header_stamp and next(iter(fields.items()), ("", ""))[1] == "std_msgs/Header"
+
             def on_msg(raw: bytes) -> None:
-                stamp = header_stamp_ns(raw) if args.use_header_stamp else None
+                stamp = header_stamp_ns(raw) if stamped else None
                 writer.write(conns[topic], stamp if stamp is not None else time.time_ns(), raw)
                 counts[topic] += 1
             return on_msg

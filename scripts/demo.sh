@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo (see README). Filled in as the parts land.
+# `make demo` after setup: see scripts/demo.py for the steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/python -c 'import rclpy, fusionocc_msgs.msg, fusionocc_core; print("demo: environment ready")'
+exec .venv/bin/python scripts/demo.py "$@"
