@@ -10,6 +10,7 @@ path, used by tests and as the benchmark baseline). Bytes and message decode to 
                        name, id = class index, class colour, scale = voxel size, lifetime set)
   VoxelGridEncoder     fusionocc_msgs/SemanticVoxelGrid (dense labels, optional confidence)
   PointCloudEncoder    sensor_msgs/PointCloud2 x y z rgb label of the occupied voxel centres
+  RateLimiter          stamp-based throttle for an output (e.g. markers at 1-2 Hz for rviz)
 Voxels with the free label, or of classes outside the class filter, are never drawn. No loops
 over voxels: building the 50k-voxel MarkerArray is a few numpy passes plus one bytes join.
 """
@@ -338,3 +339,25 @@ class PointCloudEncoder:
         msg.data = pts.tobytes()
         msg.is_dense = True
         return msg
+
+
+# --- throttling ------------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """Throttle an output by message stamps (deterministic in replay): let a stamp through when
+    at least 1 / max_rate_hz has passed since the last one let through; 0 Hz = no limit. A stamp
+    going backwards (a looping bag, a time reset) is let through and restarts the count."""
+
+    def __init__(self, max_rate_hz: float):
+        if not max_rate_hz >= 0:
+            raise ValueError(f"max_rate_hz must be >= 0, got {max_rate_hz}")
+        self.period_ns = int(round(1e9 / max_rate_hz)) if max_rate_hz > 0 else 0
+        self._last: int | None = None
+
+    def allow(self, stamp_ns: int) -> bool:
+        stamp = int(stamp_ns)
+        if self._last is None or stamp < self._last or stamp - self._last >= self.period_ns:
+            self._last = stamp
+            return True
+        return False

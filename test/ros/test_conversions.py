@@ -350,3 +350,21 @@ def test_transform_round_trip():
         transform_stamped_to_matrix(msg)
     with pytest.raises(ConversionError, match="malformed"):
         transform_to_matrix(SimpleNamespace(translation=None, rotation=None))
+
+
+def test_plumbing_modules_import_without_ros():
+    """Layering: only node.py may import rclpy (or message packages) at import time."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys\n"
+        "import fusionocc_ros.sync, fusionocc_ros.tf_buffer, fusionocc_ros.conversions, fusionocc_ros.assembler,"
+        " fusionocc_ros.encoders, fusionocc_ros.diagnostics, fusionocc_ros.cdr, fusionocc_ros.rigid\n"
+        "ros = sorted(m for m in sys.modules if m.split('.')[0] == 'rclpy' or m.split('.')[0].endswith('_msgs'))\n"
+        "assert not ros, ros\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
+    assert result.returncode == 0, result.stderr

@@ -19,6 +19,7 @@ from fusionocc_ros.encoders import (
     GridSpec,
     MarkerArrayEncoder,
     PointCloudEncoder,
+    RateLimiter,
     VoxelGridEncoder,
     class_mask,
 )
@@ -175,3 +176,14 @@ def test_rosbags_reads_our_bytes_too():
     assert sum(len(m.points) for m in markers.markers) == 3000
     cloud = store.deserialize_cdr(PointCloudEncoder().encode(labels, STAMP), "sensor_msgs/msg/PointCloud2")
     assert cloud.width == 3000 and pointcloud2_to_xyzir(cloud).shape == (3000, 5)
+
+
+def test_rate_limiter_throttles_by_stamp_and_restarts_when_time_goes_back():
+    ms = 1_000_000
+    limit = RateLimiter(2.0)  # at most one per 500 ms of stamps
+    stamps = [0, 100, 499, 500, 900, 1000, 1001, 200, 650, 700]
+    assert [limit.allow(t * ms) for t in stamps] == [True, False, False, True, False, True, False, True, False, True]
+    unlimited = RateLimiter(0.0)
+    assert all(unlimited.allow(t) for t in (5, 5, 6))
+    with pytest.raises(ValueError):
+        RateLimiter(-1.0)
