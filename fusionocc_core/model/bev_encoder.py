@@ -1,0 +1,109 @@
+"""Dense 3D encoders: CustomResNet3D (`img_bev_encoder_backbone`, `pre_process_net`) and LSSFPN3D.
+
+BEVDet's 3D ResNet (reference/fusionocc-architecture.md §1.8), with the official parameter names:
+`layers.{i}.{j}.conv1.conv/bn`, `conv2.conv/bn`, `downsample.conv/bn`; neck `conv.conv/bn`.
+Every stage's first block has a projection shortcut (k3 conv + BN, same stride), even at stride 1.
+Volumes are (B, C, Z, Y, X).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+class ConvModule3d(nn.Module):
+    """mmcv ConvModule for 3D: bias-free Conv3d (`conv`) + BatchNorm3d (`bn`) + optional ReLU."""
+
+    def __init__(self, channels_in: int, channels_out: int, kernel_size: int, stride: int = 1, padding: int = 0, relu: bool = True):
+        super().__init__()
+        self.conv = nn.Conv3d(channels_in, channels_out, kernel_size, stride=stride, padding=padding, bias=False)
+        self.bn = nn.BatchNorm3d(channels_out)
+        self.relu = nn.ReLU(inplace=True) if relu else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.bn(self.conv(x))
+        return self.relu(x) if self.relu is not None else x
+
+
+class BasicBlock3D(nn.Module):
+    """k3 conv-BN-ReLU, k3 conv-BN, plus identity (or `downsample` projection), then ReLU."""
+
+    def __init__(self, channels_in: int, channels_out: int, stride: int = 1, downsample: Optional[nn.Module] = None):
+        super().__init__()
+        self.conv1 = ConvModule3d(channels_in, channels_out, 3, stride=stride, padding=1, relu=True)
+        self.conv2 = ConvModule3d(channels_out, channels_out, 3, stride=1, padding=1, relu=False)
+        self.downsample = downsample
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = self.downsample(x) if self.downsample is not None else x  # (B, C_out, Z/s, Y/s, X/s)
+        x = self.conv2(self.conv1(x))  # (B, C_out, Z/s, Y/s, X/s)
+        return self.relu(x + identity)
+
+
+class CustomResNet3D(nn.Module):
+    """Stages of BasicBlock3D; returns the output of every stage listed in backbone_output_ids."""
+
+    def __init__(
+        self,
+        numC_input: int,
+        num_layer: Sequence[int] = (2, 2, 2),
+        num_channels: Optional[Sequence[int]] = None,
+        stride: Sequence[int] = (2, 2, 2),
+        backbone_output_ids: Optional[Sequence[int]] = None,
+        with_cp: bool = False,
+    ):
+        super().__init__()
+        if len(num_layer) != len(stride):
+            raise ValueError(f"CustomResNet3D: num_layer {tuple(num_layer)} and stride {tuple(stride)} differ in length")
+        num_channels = list(num_channels) if num_channels is not None else [numC_input * 2 ** (i + 1) for i in range(len(num_layer))]
+        if len(num_channels) != len(num_layer):
+            raise ValueError(f"CustomResNet3D: num_channels {tuple(num_channels)} and num_layer {tuple(num_layer)} differ in length")
+        self.backbone_output_ids = tuple(range(len(num_layer))) if backbone_output_ids is None else tuple(backbone_output_ids)
+        self.with_cp = with_cp
+        stages, c_in = [], numC_input
+        for n, c_out, s in zip(num_layer, num_channels, stride):
+            shortcut = ConvModule3d(c_in, c_out, 3, stride=s, padding=1, relu=False)
+            blocks = [BasicBlock3D(c_in, c_out, stride=s, downsample=shortcut)]
+            blocks += [BasicBlock3D(c_out, c_out) for _ in range(n - 1)]
+            stages.append(nn.Sequential(*blocks))
+            c_in = c_out
+        self.layers = nn.Sequential(*stages)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, C_in, Z, Y, X) -> [stage outputs], e.g. official: (B,64,16,200,200), (B,128,8,100,100), (B,256,4,50,50)."""
+        feats = []
+        for i, stage in enumerate(self.layers):
+            if self.with_cp and x.requires_grad:
+                x = checkpoint(stage, x, use_reentrant=False)
+            else:
+                x = stage(x)
+            if i in self.backbone_output_ids:
+                feats.append(x)
+        return feats
+
+
+class LSSFPN3D(nn.Module):
+    """Upsample the 1/2 and 1/4 levels to full size (trilinear, align_corners), concat, 1x1x1 conv."""
+
+    def __init__(self, in_channels: int, out_channels: int, with_cp: bool = False):
+        super().__init__()
+        self.conv = ConvModule3d(in_channels, out_channels, 1, relu=True)
+        self.with_cp = with_cp
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """[(B,C0,Z,Y,X), (B,C1,Z/2,Y/2,X/2), (B,C2,Z/4,Y/4,X/4)] -> (B, out_channels, Z, Y, X)."""
+        if len(feats) != 3:
+            raise ValueError(f"LSSFPN3D takes 3 levels, got {len(feats)}")
+        x_8, x_16, x_32 = feats
+        size = x_8.shape[2:]
+        x_16 = F.interpolate(x_16, size=size, mode="trilinear", align_corners=True)  # x2
+        x_32 = F.interpolate(x_32, size=size, mode="trilinear", align_corners=True)  # x4
+        x = torch.cat([x_8, x_16, x_32], dim=1)  # (B, C0+C1+C2, Z, Y, X)
+        if self.with_cp and x.requires_grad:
+            return checkpoint(self.conv, x, use_reentrant=False)
+        return self.conv(x)
