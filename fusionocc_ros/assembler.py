@@ -10,7 +10,8 @@ geometry is in the ego frame (`ego_frame`, base_link) at the LiDAR stamp t:
   * points: the current sweep + up to cfg.data.num_lidar_sweeps - 1 earlier sweeps at the same
     spacing, each motion-compensated into ego at t; key_points: the current sweep alone.
 History is taken from what `observe_lidar` / `observe_set` (and `build`) have seen; at start-up
-`previous` is empty and `points` holds only the current sweep. A history entry stops at the
+`previous` is empty and `points` holds only the current sweep; a stamp more than one spacing
+older than the newest one (time jumped back, e.g. a looping bag) restarts the history. A history entry stops at the
 first gap (or a missing transform). Messages are decoded lazily and cached, so the node can
 observe every message cheaply and decode only the sets it infers on. Failures for the current
 frame raise AssemblyError(kind, reason) with kind in ASSEMBLY_ERROR_KINDS.
@@ -82,18 +83,21 @@ def decode_camera(payload: Any) -> CameraImage:
 
 
 class _Lru:
-    """A tiny LRU cache of decoded payloads keyed by (source, stamp)."""
+    """A tiny LRU cache of decoded payloads keyed by (source, stamp); a hit also needs the very
+    same payload object (a looping bag brings the same stamps back with new messages)."""
 
     def __init__(self, size: int):
         self.size = size
-        self._data: OrderedDict[tuple[str, int], Any] = OrderedDict()
+        self._data: OrderedDict[tuple[str, int], tuple[Any, Any]] = OrderedDict()
 
-    def get(self, key: tuple[str, int], make: Callable[[], Any]) -> Any:
-        if key in self._data:
+    def get(self, key: tuple[str, int], payload: Any, decode: Callable[[Any], Any]) -> Any:
+        hit = self._data.get(key)
+        if hit is not None and hit[0] is payload:
             self._data.move_to_end(key)
-            return self._data[key]
-        value = make()
-        self._data[key] = value
+            return hit[1]
+        value = decode(payload)
+        self._data[key] = (payload, value)
+        self._data.move_to_end(key)
         while len(self._data) > self.size:
             self._data.popitem(last=False)
         return value
@@ -139,7 +143,8 @@ class FrameAssembler:
         n_cams = len(self.camera_names)
         self._image_cache = _Lru(n_cams * (self.num_prev_images + 2))
         self._sweep_cache = _Lru(self.num_prev_sweeps + 2)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the history lists (short critical sections)
+        self._build_lock = threading.Lock()  # one build at a time (decode caches)
         self.last_history = (0, 0)  # (previous image frames, previous sweeps) of the last build
 
     # --- calibration --------------------------------------------------------------------------
@@ -164,8 +169,12 @@ class FrameAssembler:
     # --- history ------------------------------------------------------------------------------
 
     def _insert(self, stamps: list[int], items: list[Any], stamp: int, item: Any, horizon_ns: int) -> None:
+        if stamps and stamp < stamps[-1] - self.spacing_ns:  # time jumped back (looping bag): start again
+            stamps.clear()
+            items.clear()
         i = bisect.bisect_left(stamps, stamp)
         if i < len(stamps) and stamps[i] == stamp:
+            items[i] = item  # the same stamp again: the newest message wins
             return
         stamps.insert(i, stamp)
         items.insert(i, item)
@@ -223,13 +232,13 @@ class FrameAssembler:
         return self.tf.lookup_full(self.ego_frame, ref_ns, frame, sensor_ns, self.fixed_frame)
 
     def _sweep(self, payload: Any, stamp: int) -> LidarSweep:
-        return self._sweep_cache.get(("lidar", stamp), lambda: self._decode_lidar(payload))
+        return self._sweep_cache.get(("lidar", stamp), payload, self._decode_lidar)
 
     def _cameras(self, synced: SyncedSet, t: int) -> CameraFrame:
         """Decode a set's images and express its cameras in ego at t."""
         images, intrinsics, sensor2ego = [], [], []
         for name, stamp, payload in zip(self.camera_names, synced.camera_stamps_ns, synced.cameras):
-            cam = self._image_cache.get((name, stamp), lambda p=payload: self._decode_camera(p))
+            cam = self._image_cache.get((name, stamp), payload, self._decode_camera)
             K, size = self._intrinsics[name]
             if size is not None and cam.image.shape[:2] != size:
                 raise AssemblyError("image_size", f"{name}: image {cam.image.shape[:2]} differs from CameraInfo size {size}")
@@ -249,7 +258,10 @@ class FrameAssembler:
             raise AssemblyError("missing_intrinsics", f"no CameraInfo yet for {', '.join(missing)}")
         self.observe_set(synced)
         t = synced.lidar_stamp_ns
-        with self._lock:
+        with self._lock:  # choose the history; decoding happens outside this lock
+            prev_sets = [self._sets[i] for i in self._pick(self._set_stamps, t, self.num_prev_images)]
+            prev_sweeps = [(self._lidar_stamps[i], self._lidar_payloads[i]) for i in self._pick(self._lidar_stamps, t, self.num_prev_sweeps)]
+        with self._build_lock:
             try:
                 current = self._cameras(synced, t)
                 key = self._sweep(synced.lidar, t)
@@ -261,21 +273,20 @@ class FrameAssembler:
             key_points = np.concatenate([key_xyz, key.points[:, 3:5]], axis=1)  # (Q, 5)
 
             previous: list[CameraFrame] = []
-            for i in self._pick(self._set_stamps, t, self.num_prev_images):
+            for prev in prev_sets:
                 try:
-                    previous.append(self._cameras(self._sets[i], t))
+                    previous.append(self._cameras(prev, t))
                 except (ConversionError, TfError, AssemblyError):
                     break  # history ends at the first unusable frame
             sweeps = [key_points]
-            for i in self._pick(self._lidar_stamps, t, self.num_prev_sweeps):
+            for stamp, payload in prev_sweeps:
                 try:
-                    sweep = self._sweep(self._lidar_payloads[i], self._lidar_stamps[i])
+                    sweep = self._sweep(payload, stamp)
                     T = self._to_ego(sweep.frame_id, sweep.stamp_ns, t)
                 except (ConversionError, TfError):
                     break
-                xyz = transform_points(T, sweep.points[:, :3])
+                xyz = transform_points(T, sweep.points[:, :3])  # (P_k, 3) in ego at t
                 sweeps.append(np.concatenate([xyz, sweep.points[:, 3:5]], axis=1))
             self.last_history = (len(previous), len(sweeps) - 1)
         points = np.concatenate(sweeps, axis=0) if len(sweeps) > 1 else key_points
         return FrameSet(stamp_ns=t, cameras=current, previous=previous, points=points, key_points=key_points)
-

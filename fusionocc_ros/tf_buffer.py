@@ -2,7 +2,8 @@
 
 Contract: frames form a tree (each child has one parent). Static edges hold one transform;
 dynamic edges hold a time-sorted history bounded to `cache_time_s` behind the newest sample,
-interpolated at lookup time (slerp rotation, lerp translation). Lookups return (4, 4) float64
+interpolated at lookup time (slerp rotation, lerp translation); a sample older than that whole
+window means time jumped back (looping bag) and restarts the edge's history. Lookups return (4, 4) float64
 matrices T_target_source (maps source-frame points into the target frame):
 
   lookup(target, source, t)                           both frames at time t
@@ -113,7 +114,10 @@ class TfBuffer:
                 edge.trans[i], edge.quats[i] = trans, quat  # same stamp: replace
             else:
                 if edge.stamps and stamp < edge.stamps[-1] - self.cache_ns:
-                    return  # older than the cache window: useless
+                    # older than the whole cache window: time jumped back (a looping bag, a
+                    # restarted simulator), as tf2 clears its buffer on a clock jump
+                    edge.stamps.clear(), edge.trans.clear(), edge.quats.clear()
+                    i = 0
                 edge.stamps.insert(i, stamp)
                 edge.trans.insert(i, trans)
                 edge.quats.insert(i, quat)

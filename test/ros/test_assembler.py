@@ -231,3 +231,15 @@ def test_ros_messages_through_the_synchronizer_and_assembler():
     assert abs(int(last.cameras.images[1][..., 0].mean()) - 200) < 4 and last.cameras.images[1][..., 2].max() < 10
     assert asm.last_history == (0, 5)  # 0.5 s back is the corrupt set: no previous images; sweeps to the start
     np.testing.assert_allclose(last.points[:, :3].reshape(-1, 300, 3)[-1], world_in_ego(last.stamp_ns), atol=2e-3)
+
+
+def test_history_restarts_when_time_jumps_back():
+    """A looping bag: the old timeline's history must not block the new one's."""
+    asm = assembler()
+    run_stream(asm, 4.0, lidar_hz=2)
+    assert asm.last_history == (1, 7)
+    fs = asm.build(keyframe(T0 + 500 * MS, 101))  # back to 0.5 s (older than every horizon)
+    assert asm.last_history == (0, 0) and fs.previous == []
+    fs = asm.build(keyframe(T0 + 1000 * MS, 102))
+    assert asm.last_history == (1, 1)
+    np.testing.assert_array_equal(fs.points[:, 3].reshape(-1, 300)[:, 0], [102, 101])
