@@ -315,7 +315,7 @@ def compressed_image_to_rgb(msg: Any) -> np.ndarray:
         height, width = _jpeg_size(data[: 1 << 16].tobytes())
         if height == 0:
             raise ConversionError("CompressedImage: JPEG with height 0 (DNL) is not supported")
-        if b"\xff\xd9" not in data[-64:].tobytes():
+        if data[-4096:].tobytes().rstrip(b"\x00")[-2:] != b"\xff\xd9":  # zero padding tolerated, as the converter does
             raise ConversionError("CompressedImage: truncated JPEG (no end-of-image marker)")
     elif head[:8] == b"\x89PNG\r\n\x1a\n":
         if len(head) < 24 or head[12:16] != b"IHDR":

@@ -368,3 +368,11 @@ def test_plumbing_modules_import_without_ros():
     root = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
     assert result.returncode == 0, result.stderr
+
+
+def test_jpeg_with_zero_padding_after_the_end_marker_decodes():
+    arr = rgb_image(16, 16)
+    out = compressed_image_to_rgb(CompressedImage(format="jpeg", data=jpeg(arr) + bytes(1000)))
+    assert out.shape == (16, 16, 3)
+    with pytest.raises(ConversionError, match="truncated"):
+        compressed_image_to_rgb(CompressedImage(format="jpeg", data=jpeg(arr) + b"trailing junk"))
