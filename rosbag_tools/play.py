@@ -1,0 +1,210 @@
+"""fusionocc-play: publish a rosbag2 into a live ROS 2 graph with rclpy, at the recorded pace.
+
+Our stand-in for `ros2 bag play` where rosbag2 is not installed: the raw CDR bytes of every
+message are published as they are (rclpy's serialized publishing), with the recorded QoS
+(/tf_static latched) and, on request, /clock. rclpy is imported inside functions only.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from rosbags.rosbag2 import Reader
+
+from rosbag_tools.qos import replay_profile
+
+PROG = "fusionocc-play"
+CLOCK_PERIOD_S = 0.025  # /clock at 40 Hz between messages, as `ros2 bag play --clock` does
+# At the end, wait at most this long for reliable subscribers to acknowledge: a sample a reader
+# missed (e.g. it had not matched the writer yet) is re-sent at the next heartbeat, every 3 s in
+# Fast DDS by default.
+FLUSH_TIMEOUT_S = 5.0
+
+
+class PlayError(Exception):
+    """A bag or message type that cannot be played (one-line reason)."""
+
+
+def message_class(msgtype: str) -> Any:
+    """The rclpy message class of a type name such as 'sensor_msgs/msg/PointCloud2'."""
+    try:
+        pkg, kind, name = msgtype.split("/")
+        return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+    except (ValueError, ImportError, AttributeError) as exc:
+        raise PlayError(f"message type {msgtype} is not available to rclpy ({type(exc).__name__}: {exc})") from exc
+
+
+def _open_reader(bag: Path) -> Reader:
+    if not (bag / "metadata.yaml").is_file():
+        raise PlayError(f"{bag} is not a rosbag2 directory (no metadata.yaml)")
+    try:
+        reader = Reader(bag)
+        reader.open()
+    except Exception as exc:
+        raise PlayError(f"cannot read bag {bag}: {' '.join(str(exc).split())}") from exc
+    return reader
+
+
+def _time_msg(stamp_ns: int) -> Any:
+    from builtin_interfaces.msg import Time
+
+    sec, nsec = divmod(int(stamp_ns), 1_000_000_000)
+    return Time(sec=sec, nanosec=nsec)
+
+
+def play(
+    bag: str | Path,
+    rate: float = 1.0,
+    loop: bool = False,
+    clock: bool = False,
+    start_delay: float = 0.0,
+    wait_for_subscribers: float = 0.0,
+    wait_for_all_acked: float | None = None,
+    progress: bool = True,
+) -> int:
+    """Publish every message of `bag` at `rate` x the recorded pace; returns messages published.
+
+    Assumes rclpy is initialised by the caller. `wait_for_subscribers` > 0 waits up to that many
+    seconds until every topic has a matched subscriber before playing. `wait_for_all_acked` (s;
+    0 = no limit) waits after each publish until reliable subscribers acknowledged it, so that
+    no message is lost to a subscriber that matched late (as `ros2 bag play --wait-for-all-acked`).
+    """
+    import rclpy
+    from rclpy.duration import Duration
+    from rclpy.executors import SingleThreadedExecutor
+    from rosgraph_msgs.msg import Clock
+
+    from tqdm import tqdm
+
+    reader = _open_reader(Path(bag))
+    node = rclpy.create_node("fusionocc_play")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    published = 0
+    try:
+        publishers: dict[int, Any] = {}
+        for conn in reader.connections:
+            offers = getattr(conn.ext, "offered_qos_profiles", []) or []
+            publishers[conn.id] = node.create_publisher(message_class(conn.msgtype), conn.topic, replay_profile(offers))
+        clock_pub = node.create_publisher(Clock, "/clock", 10) if clock else None
+
+        deadline = time.monotonic() + wait_for_subscribers
+        while wait_for_subscribers > 0 and time.monotonic() < deadline:
+            if all(p.get_subscription_count() > 0 for p in publishers.values()):
+                break
+            executor.spin_once(timeout_sec=0.02)
+        end = time.monotonic() + start_delay
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=min(0.05, max(0.0, end - time.monotonic())))
+
+        ack_timeout = None
+        if wait_for_all_acked is not None:
+            ack_timeout = Duration(seconds=-1) if wait_for_all_acked == 0 else Duration(nanoseconds=int(wait_for_all_acked * 1e9))
+        total = sum(c.msgcount for c in reader.connections)
+        while True:
+            bar = tqdm(total=total, unit="msg", desc=PROG, file=sys.stderr, disable=not progress, dynamic_ncols=True)
+            wall0: float | None = None
+            bag0 = clock_ns = 0
+            for conn, stamp, raw in reader.messages():
+                if wall0 is None:
+                    wall0, bag0, clock_ns = time.monotonic(), stamp, stamp
+                due = wall0 + (stamp - bag0) * 1e-9 / rate
+                while True:  # sleep until the message is due, ticking /clock (never past `stamp`)
+                    now = time.monotonic()
+                    if clock_pub is not None:
+                        clock_ns = max(clock_ns, min(stamp, bag0 + int((now - wall0) * rate * 1e9)))
+                        clock_pub.publish(Clock(clock=_time_msg(clock_ns)))
+                    if now >= due:
+                        break
+                    time.sleep(min(due - now, CLOCK_PERIOD_S if clock_pub is not None else 0.1))
+                if clock_pub is not None and stamp > clock_ns:
+                    clock_ns = stamp
+                    clock_pub.publish(Clock(clock=_time_msg(clock_ns)))
+                pub = publishers[conn.id]
+                pub.publish(raw if isinstance(raw, bytes) else bytes(raw))
+                if ack_timeout is not None:
+                    pub.wait_for_all_acked(ack_timeout)
+                published += 1
+                bar.update(1)
+            bar.close()
+            if not loop:
+                break
+        flush_end = time.monotonic() + FLUSH_TIMEOUT_S  # let reliable writers deliver the tail
+        for pub in publishers.values():
+            if pub.get_subscription_count() > 0:
+                pub.wait_for_all_acked(Duration(nanoseconds=int(max(0.0, flush_end - time.monotonic()) * 1e9)))
+    finally:
+        reader.close()
+        executor.remove_node(node)
+        node.destroy_node()
+    return published
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The fusionocc-play argument parser."""
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Publish a rosbag2 (MCAP or sqlite3) into a live ROS 2 graph with rclpy at the "
+        "recorded pace, with the recorded QoS (/tf_static latched): a stand-in for `ros2 bag play` "
+        "where rosbag2 is not installed. Run consumers with use_sim_time:=true together with --clock.",
+    )
+    p.add_argument("bag", metavar="BAG", help="rosbag2 directory, e.g. one written by fusionocc-convert")
+    p.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1.0 = recorded pace)")
+    p.add_argument("--loop", action="store_true", help="start again from the beginning when the bag ends "
+                   "(until interrupted)")
+    p.add_argument("--clock", action="store_true", help="also publish rosgraph_msgs/Clock on /clock with the "
+                   "bag time (at 40 Hz and at every message)")
+    p.add_argument("--start-delay", type=float, default=0.0, metavar="S", help="seconds to wait after "
+                   "creating the publishers before the first message (lets subscribers discover them)")
+    p.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="S", help="wait up to S "
+                   "seconds until every topic has a subscriber before playing (default 0: do not wait)")
+    p.add_argument("--wait-for-all-acked", type=float, default=None, metavar="S", help="after each message, "
+                   "wait up to S seconds (0: no limit) until every reliable subscriber acknowledged it; "
+                   "no message is then lost to a subscriber that matched late, at the cost of pace")
+    p.add_argument("--quiet", action="store_true", help="do not show the progress bar (the summary line is still printed)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of fusionocc-play; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    if not args.rate > 0:
+        print(f"{PROG}: error: --rate must be > 0, got {args.rate}", file=sys.stderr)
+        return 2
+    if min(args.start_delay, args.wait_for_subscribers, args.wait_for_all_acked or 0.0) < 0:
+        print(f"{PROG}: error: --start-delay, --wait-for-subscribers and --wait-for-all-acked must be >= 0",
+              file=sys.stderr)
+        return 2
+    bag = Path(args.bag)
+    try:
+        _open_reader(bag).close()  # fail fast, before starting DDS
+    except PlayError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+
+    import rclpy
+
+    rclpy.init()
+    t0 = time.perf_counter()
+    try:
+        n = play(bag, args.rate, args.loop, args.clock, args.start_delay, args.wait_for_subscribers,
+                 args.wait_for_all_acked, progress=not args.quiet)
+    except PlayError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if rclpy.ok():
+            rclpy.shutdown()
+    print(f"{PROG}: published {n} messages from {bag} in {time.perf_counter() - t0:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""fusionocc-play as a subprocess into real rclpy subscribers over loopback DDS."""
+from __future__ import annotations
+
+import importlib
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from rosbags.rosbag2 import Reader
+
+from rosbag_tools import play
+
+PLAY = [sys.executable, "-m", "rosbag_tools.play"]
+
+
+def bag_messages(bag: Path) -> tuple[dict[str, str], dict[str, list[bytes]], int, int]:
+    """(topic -> type, topic -> raw CDR messages in order, first stamp, last stamp) of a bag."""
+    with Reader(bag) as r:
+        types = {c.topic: c.msgtype for c in r.connections}
+        raws: dict[str, list[bytes]] = {t: [] for t in types}
+        stamps = []
+        for c, ts, raw in r.messages():
+            raws[c.topic].append(bytes(raw))
+            stamps.append(ts)
+    return types, raws, min(stamps), max(stamps)
+
+
+def same_cdr(received: bytes, sent: bytes) -> bool:
+    """Byte-identical CDR, allowing the up-to-3 zero bytes DDS pads a payload to 4-byte length with."""
+    pad = received[len(sent):]
+    return received[: len(sent)] == sent and len(pad) < 4 and not any(pad)
+
+
+def msg_class(msgtype: str):
+    pkg, kind, name = msgtype.split("/")
+    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+
+
+@pytest.fixture()
+def ros():
+    """A private rclpy context, node and executor; torn down after the test."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    executor = SingleThreadedExecutor(context=ctx)
+    nodes = []
+
+    def make_node(name: str):
+        node = rclpy.create_node(name, context=ctx)
+        executor.add_node(node)
+        nodes.append(node)
+        return node
+
+    yield make_node, executor
+    for node in nodes:
+        executor.remove_node(node)
+        node.destroy_node()
+    executor.shutdown()
+    rclpy.shutdown(context=ctx)
+
+
+def spin_until(executor, done, timeout_s: float, proc: subprocess.Popen | None = None) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if done():
+            return True
+        executor.spin_once(timeout_sec=0.05)
+    return done()
+
+
+def qos_for(topic: str):
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    durability = DurabilityPolicy.TRANSIENT_LOCAL if topic == "/tf_static" else DurabilityPolicy.VOLATILE
+    return QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=durability)
+
+
+@pytest.mark.ros
+def test_play_delivers_every_message_and_clock(mcap_bags: Path, ros) -> None:
+    from rosgraph_msgs.msg import Clock
+
+    bag = sorted(mcap_bags.iterdir())[0]
+    types, raws, first, last = bag_messages(bag)
+    make_node, executor = ros
+    node = make_node("play_listener")
+    got: dict[str, list[bytes]] = {t: [] for t in types}
+    for topic, msgtype in types.items():
+        node.create_subscription(msg_class(msgtype), topic, lambda raw, t=topic: got[t].append(bytes(raw)),
+                                 qos_for(topic), raw=True)
+    clock: list[int] = []
+    node.create_subscription(Clock, "/clock", lambda m: clock.append(m.clock.sec * 10**9 + m.clock.nanosec), 100)
+
+    proc = subprocess.Popen(PLAY + [str(bag), "--clock", "--wait-for-subscribers", "60", "--start-delay", "1",
+                                    "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        complete = spin_until(executor, lambda: all(len(got[t]) == len(raws[t]) for t in types), 120)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-800:]
+    assert complete, {t: (len(got[t]), len(raws[t])) for t in types if len(got[t]) != len(raws[t])}
+    for topic in types:  # the CDR bytes travel untouched, each message once, in bag order per topic
+        assert len(got[topic]) == len(raws[topic])
+        assert all(same_cdr(a, b) for a, b in zip(got[topic], raws[topic])), topic
+    assert f"published {sum(len(v) for v in raws.values())} messages" in out
+    assert clock and first <= min(clock) and max(clock) <= last
+    assert clock == sorted(clock)
+
+
+@pytest.mark.ros
+def test_late_joining_subscriber_gets_tf_static(mcap_bags: Path, ros) -> None:
+    from tf2_msgs.msg import TFMessage
+
+    bag = sorted(mcap_bags.iterdir())[0]
+    _, raws, first, last = bag_messages(bag)
+    make_node, executor = ros
+    early = make_node("early_listener")
+    tf_seen: list[float] = []
+    early.create_subscription(TFMessage, "/tf", lambda m: tf_seen.append(time.monotonic()), qos_for("/tf"))
+    # slow playback so that the player is still alive long after its one /tf_static message
+    duration_s = (last - first) * 1e-9
+    rate = duration_s / 20.0
+    proc = subprocess.Popen(PLAY + [str(bag), "--rate", f"{rate:.6f}", "--start-delay", "2", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert spin_until(executor, lambda: bool(tf_seen), 60), "no /tf from the player"
+        # /tf_static is written before the first /tf: it has been published once already
+        late = make_node("late_listener")
+        statics: list[bytes] = []
+        late.create_subscription(TFMessage, "/tf_static", lambda raw: statics.append(bytes(raw)),
+                                 qos_for("/tf_static"), raw=True)
+        assert spin_until(executor, lambda: bool(statics), 15), "late subscriber did not get /tf_static"
+        assert proc.poll() is None, "the player ended: the message may not have come from the latched history"
+        assert len(statics) == 1 and same_cdr(statics[0], raws["/tf_static"][0])
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_play_rejects_a_path_that_is_not_a_bag(tmp_path: Path, capsys) -> None:
+    assert play.main([str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"fusionocc-play: error: {tmp_path} is not a rosbag2 directory (no metadata.yaml)"
+    assert play.main([str(tmp_path), "--rate", "0"]) == 2
+
+
+def test_message_class_resolves_type_names() -> None:
+    assert play.message_class("sensor_msgs/msg/PointCloud2").__name__ == "PointCloud2"
+    assert play.message_class("fusionocc_msgs/msg/SemanticVoxelGrid").__name__ == "SemanticVoxelGrid"
+    with pytest.raises(play.PlayError, match="no_such_msgs/msg/Thing"):
+        play.message_class("no_such_msgs/msg/Thing")
+
