@@ -106,7 +106,7 @@ class OccDataset(Dataset):
                     raise DataError(f"{path}: image is {raw.shape[1] * reduction}x{raw.shape[0] * reduction}, "
                                     f"its sample_data says {src_hw[1]}x{src_hw[0]}")
                 out, post_rots[t, n], post_trans[t, n] = T.augment_image(raw, aug, src_hw)
-                imgs[t, n] = T.normalize_image(out)
+                T.normalize_image(out, out=imgs[t, n])
                 intrins[t, n] = np.asarray(c["cam_intrinsic"], np.float64)
                 sensor2ego[t, n] = global2key @ _cam2global(c)
 

@@ -186,8 +186,8 @@ def test_label_map_warps_nearest_with_the_image() -> None:
     pixel projects; outside the source image the label is 17."""
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 17, size=(113, 200)).astype(np.uint8)
-    for _ in range(10):
-        aug = T.sample_image_aug(SRC_HW, CFG.data, rng)
+    for k in range(10):  # the test transform (separable fast path), then random augmentations
+        aug = T.sample_image_aug(SRC_HW, CFG.data, rng) if k else T.test_image_aug(SRC_HW, CFG.data.input_size)
         rot, tran = T.image_aug_matrices(aug)
         out = T.warp_label_map(labels, 8, SRC_HW, rot, tran, aug.out_hw)
         assert out.shape == aug.out_hw and out.dtype == np.uint8
