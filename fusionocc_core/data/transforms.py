@@ -196,14 +196,17 @@ def warp_label_map(labels: np.ndarray, stride: int, src_hw: tuple[int, int], pos
 def normalize_image(img: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (3, H, W) float32 as the official model saw it: mmcv imnormalize with
     to_rgb=True on an RGB image swaps to BGR order, then subtracts the RGB mean and multiplies by
-    1 / RGB std. A 256-entry lookup per channel (exactly the same floats, ~8x faster); `out` may
+    1 / RGB std. A 256-entry lookup per channel (exactly the same floats, ~10x faster); `out` may
     be a preallocated (3, H, W) float32 array to fill."""
     if img.dtype != np.uint8:
         raise ValueError(f"normalize_image expects uint8, got {img.dtype}")
     if out is None:
         out = np.empty((3,) + img.shape[:2], np.float32)
+    elif out.shape != (3,) + img.shape[:2] or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"normalize_image: out must be a C-contiguous float32 (3, H, W) array, got {out.shape}")
+    planes = cv2.split(img)  # R, G, B as contiguous planes
     for c in range(3):
-        np.take(_NORM_LUT[c], img[..., 2 - c], out=out[c])
+        cv2.LUT(planes[2 - c], _NORM_LUT[c], dst=out[c])
     return out
 
 

@@ -179,6 +179,15 @@ def test_normalize_image_replicates_the_bgr_quirk() -> None:
     assert out[0, 0, 0] == pytest.approx((50 - 123.675) / 58.395, rel=1e-5)
     assert out[1, 0, 0] == pytest.approx((100 - 116.28) / 57.12, rel=1e-5)
     assert out[2, 0, 0] == pytest.approx((200 - 103.53) / 57.375, rel=1e-5)
+    # bit-identical to mmcv's arithmetic (float32 subtract, multiply by 1/std), also into a buffer
+    big = np.random.default_rng(0).integers(0, 256, size=(64, 96, 3), dtype=np.uint8)
+    mmcv = (big[..., ::-1].astype(np.float32) - T.IMG_MEAN) * T.IMG_STD_INV
+    buf = np.zeros((2, 3, 64, 96), np.float32)
+    T.normalize_image(big, out=buf[1])
+    np.testing.assert_array_equal(buf[1], mmcv.transpose(2, 0, 1))
+    np.testing.assert_array_equal(T.normalize_image(big), buf[1])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        T.normalize_image(big, out=np.zeros((3, 96, 64), np.float32).transpose(0, 2, 1))
 
 
 def test_label_map_warps_nearest_with_the_image() -> None:
