@@ -147,8 +147,9 @@ def build_subm_rulebook(x: SparseTensor, kernel_size: Triple, dilation: Triple) 
                 inside &= (coords[:, a] >= -d) if d < 0 else (coords[:, a] < x.spatial_shape[a] - d)
         nb_keys = keys + ((delta[0] * Y + delta[1]) * Z + delta[2])  # (M,) neighbour keys
         pos = torch.searchsorted(sorted_keys, nb_keys).clamp_(max=max(M - 1, 0))
-        found = inside & (sorted_keys[pos] == nb_keys) if M else inside
-        pairs.append((order[pos[found]], rows[found]))
+        found = inside & (sorted_keys.index_select(0, pos) == nb_keys) if M else inside
+        hit_rows = rows[found]
+        pairs.append((order.index_select(0, pos.index_select(0, hit_rows)), hit_rows))
     rb = Rulebook(pairs, M)
     x.cache[key] = rb
     return rb
@@ -205,7 +206,7 @@ def _gather_gemm_scatter(feats: torch.Tensor, weight: torch.Tensor, rb: Rulebook
         if i is None:
             out += feats @ weight[k]  # identity pairing (centre tap of a submanifold conv)
         elif i.numel():
-            out.index_add_(0, o, feats[i] @ weight[k])  # (P_k, C_in) @ (C_in, C_out)
+            out.index_add_(0, o, feats.index_select(0, i) @ weight[k])  # (P_k, C_in) @ (C_in, C_out)
     return out
 
 
@@ -231,7 +232,7 @@ class _SparseConvFunction(torch.autograd.Function):
             if i is None:
                 f_k, g_k = feats, grad_out
             elif i.numel():
-                f_k, g_k = feats[i], grad_out[o]  # (P_k, C_in), (P_k, C_out)
+                f_k, g_k = feats.index_select(0, i), grad_out.index_select(0, o)  # (P_k, C_in), (P_k, C_out)
             else:
                 continue
             if need_w:
