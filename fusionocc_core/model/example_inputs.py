@@ -107,7 +107,9 @@ def example_batch(cfg: Config, batch_size: int = 1, seed: int = 0, num_points: i
         batch["voxel_semantics"].append(labels.astype(np.int64))
         batch["mask_camera"].append(np.ones(labels.shape, bool))
         batch["mask_lidar"].append(np.ones(labels.shape, bool))
-        batch["seg_labels"].append(rng.integers(0, FREE_LABEL + 1, (N, H, W)))
+        seg = np.full((N, H, W), FREE_LABEL, np.int64)  # 2D labels: road below the horizon row
+        seg[:, H // 2:, :] = CLASS_INDEX["driveable_surface"]
+        batch["seg_labels"].append(seg)
     out = {k: (v if k == "points" else torch.from_numpy(np.stack(v))) for k, v in batch.items()}
     if not with_targets:
         for k in ("voxel_semantics", "mask_camera", "mask_lidar", "seg_labels"):

@@ -160,6 +160,13 @@ class CrossModalFusion(nn.Module):
         self.spatial_c = nn.Sequential(nn.Conv2d(1, ch // 2, 1), nn.ReLU(inplace=True), nn.Conv2d(ch // 2, 1, 1), nn.ReLU(inplace=True))
         self.spatial_d = nn.Sequential(nn.Conv2d(1, ch // 2, 1), nn.ReLU(inplace=True), nn.Conv2d(ch // 2, 1, 1), nn.ReLU(inplace=True))
         self.fuse_conv = _conv_bn_relu(2 * ch, 2 * ch)
+        # Init only (weights load over it): the official gate ends in a ReLU and with PyTorch's default
+        # init it is often dead everywhere from the start (z = 0, no gradient ever reaches it). A
+        # non-negative last layer starts it open: z > 0 wherever a hidden unit fires.
+        for spatial in (self.spatial_c, self.spatial_d):
+            with torch.no_grad():
+                spatial[2].weight.abs_()
+                spatial[2].bias.zero_()
 
     def forward(self, fc: torch.Tensor, fd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         C = fc.shape[1]

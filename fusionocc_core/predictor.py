@@ -1,0 +1,181 @@
+"""Inference API for the node and the offline tools: FrameSet in, uint8 labels + confidence out.
+
+`Predictor(cfg, checkpoint, device, precision, compile).predict(frame_set)` applies the official
+test transform (fusionocc_core.data.transforms), builds the batch, and runs the network under
+torch.inference_mode (bf16/fp16 autocast on CUDA only). The previous key-frame's backbone+neck
+features are cached by CameraFrame.stamp_ns, so every camera image goes through the backbone once.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fusionocc_core.config import Config, load_config
+from fusionocc_core.data.transforms import sparse_depth_maps, test_image_inputs
+from fusionocc_core.frame import CameraFrame, FrameSet
+from fusionocc_core.model import build_model
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Prediction:
+    """One occupancy result in the ego frame at the LiDAR stamp, [x][y][z] C-order."""
+
+    labels: np.ndarray  # (X, Y, Z) uint8 class index, 17 = free
+    confidence: np.ndarray  # (X, Y, Z) uint8: round(255 * max softmax probability)
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> ms (see Predictor.predict)
+    stamp_ns: int = 0
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A torch.device, with a one-line error for a CUDA device that this machine does not have."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device {device!r} is not a valid torch device ({exc})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available on this machine (use 'cpu')")
+        index = 0 if dev.index is None else dev.index
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        dev = torch.device("cuda", index)
+    elif dev.type != "cpu":
+        raise ValueError(f"device {device!r} is not supported (use 'cpu' or 'cuda[:N]')")
+    return dev
+
+
+class Predictor:
+    """A FusionOcc model ready for inference, with the previous key-frame's image features cached."""
+
+    def __init__(self, cfg: Config | str | Path, checkpoint: str | Path | None = None, device: str = "cpu",
+                 precision: str = "fp32", compile: bool = False):
+        self.cfg = load_config(cfg)
+        self.device = resolve_device(device)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision != "fp32" and self.device.type != "cuda":
+            raise ValueError(f"precision {precision!r} uses CUDA autocast; on {self.device} use 'fp32'")
+        if compile and self.device.type != "cuda":
+            raise ValueError("compile=True is supported on CUDA devices only")
+        self.precision = precision
+        self.model = build_model(self.cfg)
+        self.checkpoint_kind = "random-init"
+        if checkpoint is not None:
+            path = Path(checkpoint)
+            if not path.is_file():
+                raise FileNotFoundError(f"checkpoint not found: {path}")
+            from fusionocc_core.checkpoint import load_model_weights
+
+            self.checkpoint_kind = load_model_weights(self.model, path)
+        self.model.eval().to(self.device)
+        self._encode = self.model.encode_images
+        if compile:
+            self._encode = torch.compile(self.model.encode_images)
+            self.model.img_bev_encoder_backbone = torch.compile(self.model.img_bev_encoder_backbone)
+        self.num_frames = self.model.num_frames
+        self._features: dict[int, torch.Tensor] = {}  # stamp_ns -> (1, N, C, h, w)
+        self.backbone_runs = 0  # frames that went through the backbone
+        self.cache_hits = 0  # frames whose features came from the cache
+
+    # ------------------------------------------------------------------ inputs
+    def _camera_inputs(self, cams: CameraFrame, what: str) -> dict[str, torch.Tensor]:
+        """One frame's normalised images and matrices (test transform), as (N, ...) tensors."""
+        n = len(self.cfg.data.cameras)
+        if len(cams.images) != n:
+            raise ValueError(f"{what}.images: expected {n} camera images, got {len(cams.images)}")
+        K = np.asarray(cams.intrinsics, np.float32)
+        s2e = np.asarray(cams.sensor2ego, np.float32)
+        if K.shape != (n, 3, 3) or not np.isfinite(K).all():
+            raise ValueError(f"{what}.intrinsics: expected finite ({n}, 3, 3), got {K.shape}")
+        if s2e.shape != (n, 4, 4) or not np.isfinite(s2e).all():
+            raise ValueError(f"{what}.sensor2ego: expected finite ({n}, 4, 4), got {s2e.shape}")
+        try:
+            imgs, post_rots, post_trans = test_image_inputs(cams.images, self.cfg)
+        except ValueError as exc:
+            raise ValueError(f"{what}.images: {exc}") from None
+        return {"imgs": imgs, "intrins": torch.from_numpy(K), "sensor2ego": torch.from_numpy(s2e),
+                "post_rots": post_rots, "post_trans": post_trans}
+
+    def _points(self, pts: np.ndarray, what: str) -> np.ndarray:
+        pts = np.asarray(pts, np.float32)
+        if pts.ndim != 2 or pts.shape[1] != 5:
+            raise ValueError(f"frame_set.{what}: expected (P, 5) x y z intensity ring, got {pts.shape}")
+        return pts
+
+    def make_batch(self, frame_set: FrameSet) -> tuple[dict, list[CameraFrame]]:
+        """The model batch (B = 1) of a FrameSet, and the CameraFrame used for every time step."""
+        frames = [frame_set.cameras] + list(frame_set.previous[: self.num_frames - 1])
+        # too little history (start-up): repeat the current frame, as the dataset does at a scene start
+        frames += [frame_set.cameras] * (self.num_frames - len(frames))
+        per_t = [self._camera_inputs(f, "frame_set.cameras" if t == 0 else f"frame_set.previous[{t - 1}]")
+                 for t, f in enumerate(frames)]
+        batch = {k: torch.stack([p[k] for p in per_t]).unsqueeze(0) for k in per_t[0]}  # (1, T, N, ...)
+        key_points = self._points(frame_set.key_points, "key_points")
+        key_points = key_points[np.isfinite(key_points).all(axis=1)]
+        lo, hi, _ = self.cfg.grid.depth
+        cur = per_t[0]
+        sparse = sparse_depth_maps(key_points, cur["sensor2ego"].numpy(), cur["intrins"].numpy(), cur["post_rots"].numpy(),
+                                   cur["post_trans"].numpy(), tuple(self.cfg.data.input_size), (lo, hi))
+        batch["sparse_depth"] = torch.from_numpy(sparse).unsqueeze(0)  # (1, N, H, W)
+        batch["bda"] = torch.eye(3).unsqueeze(0)
+        batch["points"] = [torch.from_numpy(self._points(frame_set.points, "points"))]
+        return batch, frames
+
+    # ------------------------------------------------------------------ features
+    def _frame_features(self, imgs: torch.Tensor, stamp_ns: int) -> torch.Tensor:
+        """Backbone+neck features (1, N, C, h, w) of one frame, from the cache when its stamp is known."""
+        if stamp_ns and stamp_ns in self._features:
+            self.cache_hits += 1
+            return self._features[stamp_ns]
+        feats = self._encode(imgs.to(self.device, non_blocking=True))
+        self.backbone_runs += 1
+        if stamp_ns:
+            self._features[stamp_ns] = feats
+            while len(self._features) > self.num_frames:  # keep the newest stamps: the next call's history
+                del self._features[min(self._features)]
+        return feats
+
+    def reset(self) -> None:
+        """Forget cached features (e.g. after a jump in the input stream)."""
+        self._features.clear()
+
+    # ------------------------------------------------------------------ predict
+    def predict(self, frame_set: FrameSet) -> Prediction:
+        """Occupancy for one FrameSet. timings (ms): preprocess, backbone, fusion, lift, lidar_encoder,
+        encoder_3d, head, postprocess, total."""
+        t_start = time.perf_counter()
+        timings: dict[str, float] = {}
+        batch, frames = self.make_batch(frame_set)
+        timings["preprocess"] = (time.perf_counter() - t_start) * 1e3
+        dev = self.device
+        batch = {k: ([p.to(dev) for p in v] if k == "points" else v.to(dev, non_blocking=True)) for k, v in batch.items()}
+        autocast = torch.autocast("cuda", dtype=PRECISIONS[self.precision], enabled=self.precision != "fp32") \
+            if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+        self.model.check_batch(batch)
+        self.model.stage_times = timings
+        timings["backbone"] = 0.0  # stays 0 when every frame's features come from the cache
+        try:
+            with torch.inference_mode(), autocast:
+                computed: dict[int, torch.Tensor] = {}  # CameraFrame id -> features, within this call
+                feats = []
+                for t, frame in enumerate(frames):
+                    if id(frame) not in computed:
+                        computed[id(frame)] = self._frame_features(batch["imgs"][:, t], int(frame.stamp_ns))
+                    feats.append(computed[id(frame)])
+                out = self.model.forward_features(batch, feats)
+                t_post = time.perf_counter()
+                probs = out["occ_logits"][0].float().softmax(dim=-1)  # (X, Y, Z, classes)
+                conf, labels = probs.max(dim=-1)
+                labels_np = labels.to(torch.uint8).cpu().numpy()
+                conf_np = (conf * 255.0).round_().to(torch.uint8).cpu().numpy()
+        finally:
+            self.model.stage_times = None
+        timings["postprocess"] = (time.perf_counter() - t_post) * 1e3
+        timings["total"] = (time.perf_counter() - t_start) * 1e3
+        return Prediction(labels_np, conf_np, timings, int(frame_set.stamp_ns))

@@ -1,0 +1,171 @@
+"""Predictor: FrameSet -> uint8 labels/confidence, feature cache per stamp, checkpoints, bad input."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from fusionocc_core.checkpoint import CheckpointMismatchError, save_checkpoint
+from fusionocc_core.config import load_config
+from fusionocc_core.frame import CameraFrame, FrameSet
+from fusionocc_core.model import build_model
+from fusionocc_core.model.example_inputs import rig_extrinsics, rig_intrinsics, scene_points
+from fusionocc_core.predictor import Predictor, resolve_device
+
+SRC_HW = (225, 400)  # small source images (the test transform resizes them to 128x352)
+
+
+def camera_frame(seed: int, stamp_ns: int, x_offset: float = 0.0) -> CameraFrame:
+    rng = np.random.default_rng(seed)
+    K = rig_intrinsics() * np.array([0.25, 0.25, 1.0], np.float32)[:, None]  # 1600x900 pinhole scaled to 400x225
+    s2e = rig_extrinsics()
+    s2e[:, 0, 3] += x_offset
+    images = [rng.integers(0, 256, (*SRC_HW, 3), dtype=np.uint8) for _ in range(6)]
+    return CameraFrame(images, K, s2e, stamp_ns)
+
+
+def frame_set(seed: int, stamp_ns: int, previous: list[CameraFrame]) -> FrameSet:
+    pts, _ = scene_points(np.random.default_rng(seed), 3000)
+    return FrameSet(stamp_ns, camera_frame(seed, stamp_ns), previous, pts, pts[:2000])
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    torch.manual_seed(0)
+    return Predictor("tiny")
+
+
+def test_prediction_types_shapes_and_timings(predictor):
+    fs = frame_set(0, 1_000, [])
+    pred = predictor.predict(fs)
+    assert pred.labels.shape == (200, 200, 16) and pred.labels.dtype == np.uint8
+    assert pred.confidence.shape == (200, 200, 16) and pred.confidence.dtype == np.uint8
+    assert pred.labels.max() <= 17
+    # the max softmax probability is at least 1/18 and at most 1
+    assert pred.confidence.min() >= int(255 / 18) - 1
+    assert pred.stamp_ns == 1_000
+    stages = {"preprocess", "backbone", "fusion", "lift", "lidar_encoder", "encoder_3d", "head", "postprocess", "total"}
+    assert stages <= set(pred.timings)
+    assert all(v >= 0 for v in pred.timings.values())
+    assert pred.timings["total"] >= pred.timings["encoder_3d"] > 0
+
+
+def test_predict_equals_the_model_forward_with_argmax_and_softmax(predictor):
+    fs = frame_set(1, 2_000, [camera_frame(11, 1_500, x_offset=-2.5)])
+    pred = predictor.predict(fs)
+    batch, _ = predictor.make_batch(fs)
+    with torch.inference_mode():
+        probs = predictor.model(batch)["occ_logits"][0].softmax(-1)
+    assert np.array_equal(pred.labels, probs.argmax(-1).numpy().astype(np.uint8))
+    assert np.abs(pred.confidence.astype(int) - np.round(probs.amax(-1).numpy() * 255)).max() <= 1
+
+
+def test_each_image_goes_through_the_backbone_once():
+    torch.manual_seed(0)
+    p = Predictor("tiny")
+    frames = [camera_frame(20 + i, 10_000 + i) for i in range(3)]
+    results = []
+    for i, cams in enumerate(frames):
+        prev = [frames[i - 1]] if i else []
+        pts, _ = scene_points(np.random.default_rng(i), 2000)
+        results.append(p.predict(FrameSet(cams.stamp_ns, cams, prev, pts, pts)))
+    assert (p.backbone_runs, p.cache_hits) == (3, 2)  # frame i-1 is reused as the previous frame of i
+    assert results[2].timings["backbone"] > 0
+    # a fresh predictor without the cache computes both frames and gets the identical answer
+    torch.manual_seed(0)
+    fresh = Predictor("tiny")
+    pts, _ = scene_points(np.random.default_rng(2), 2000)
+    again = fresh.predict(FrameSet(frames[2].stamp_ns, frames[2], [frames[1]], pts, pts))
+    assert fresh.backbone_runs == 2
+    assert np.array_equal(again.labels, results[2].labels)
+    assert np.array_equal(again.confidence, results[2].confidence)
+
+
+def test_start_up_repeats_the_current_frame_and_unstamped_frames_are_not_cached():
+    torch.manual_seed(0)
+    p = Predictor("tiny")
+    cams = camera_frame(5, 0)  # stamp 0 = unknown: never cached
+    pts, _ = scene_points(np.random.default_rng(5), 2000)
+    alone = p.predict(FrameSet(1, cams, [], pts, pts))
+    assert p.backbone_runs == 1  # the repeated current frame is encoded once
+    explicit = p.predict(FrameSet(1, cams, [copy.copy(cams)], pts, pts))
+    assert p.backbone_runs == 3 and p.cache_hits == 0
+    assert np.array_equal(alone.labels, explicit.labels)
+
+
+def test_checkpoint_round_trip_and_mismatch(tmp_path):
+    cfg = load_config("tiny")
+    torch.manual_seed(1)
+    model = build_model(cfg)
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, model, cfg)
+    p = Predictor(cfg, checkpoint=path)
+    for k, v in model.state_dict().items():
+        assert torch.equal(p.model.state_dict()[k], v), k
+    other = copy.deepcopy(cfg)
+    other.model.feature_channels = 16
+    bad = tmp_path / "wider.pt"
+    save_checkpoint(bad, build_model(other), other)
+    with pytest.raises(CheckpointMismatchError, match=r"does not fit the model \(32 mis-shaped: img_view_transformer"):
+        Predictor(cfg, checkpoint=bad)
+    with pytest.raises(FileNotFoundError, match="checkpoint not found: .*missing.pt"):
+        Predictor(cfg, checkpoint=tmp_path / "missing.pt")
+
+
+def test_device_and_precision_errors():
+    missing = f"cuda:{torch.cuda.device_count() + 3}"
+    with pytest.raises(ValueError, match="CUDA is not available|does not exist"):
+        resolve_device(missing)
+    with pytest.raises(ValueError, match="not a valid torch device"):
+        resolve_device("gpu0")
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, fp16"):
+        Predictor("tiny", precision="int8")
+    with pytest.raises(ValueError, match="use 'fp32'"):
+        Predictor("tiny", device="cpu", precision="bf16")
+
+
+def test_bad_frame_sets_give_clear_errors(predictor):
+    fs = frame_set(2, 3_000, [])
+    broken = copy.deepcopy(fs)
+    broken.cameras.images = broken.cameras.images[:5]
+    with pytest.raises(ValueError, match=r"frame_set.cameras.images: expected 6 camera images, got 5"):
+        predictor.predict(broken)
+    broken = copy.deepcopy(fs)
+    broken.cameras.images[3] = broken.cameras.images[3][..., :1]
+    with pytest.raises(ValueError, match=r"frame_set.cameras.images: camera image must be \(H, W, 3\) uint8"):
+        predictor.predict(broken)
+    broken = copy.deepcopy(fs)
+    broken.previous = [copy.deepcopy(fs.cameras)]
+    broken.previous[0].sensor2ego[2, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"frame_set.previous\[0\].sensor2ego: expected finite"):
+        predictor.predict(broken)
+    broken = copy.deepcopy(fs)
+    broken.points = broken.points[:, :4]
+    with pytest.raises(ValueError, match=r"frame_set.points: expected \(P, 5\)"):
+        predictor.predict(broken)
+
+
+finite_or_not = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32),
+                          st.floats(-60, 60, width=32))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(points=hnp.arrays(np.float32, st.tuples(st.integers(0, 40), st.just(5)), elements=finite_or_not))
+def test_untrusted_points_never_break_batch_building(predictor, points):
+    """Whatever a PointCloud2 decodes to (NaN, Inf, huge, empty), batch building and cleaning hold."""
+    fs = frame_set(3, 4_000, [])
+    fs.points, fs.key_points = points, points
+    batch, _ = predictor.make_batch(fs)
+    sd = batch["sparse_depth"]
+    assert torch.isfinite(sd).all() and ((sd == 0) | ((sd >= 1.0) & (sd < 45.0))).all()
+    (clean,) = predictor.model.clean_points(batch["points"])
+    assert torch.isfinite(clean).all()
+    assert ((clean[:, :3] >= torch.tensor([-40.0, -40.0, -1.0])) & (clean[:, :3] < torch.tensor([40.0, 40.0, 5.4]))).all()
+    finite = np.isfinite(points).all(1)
+    inside = finite & (points[:, :3] >= [-40, -40, -1]).all(1) & (points[:, :3] < [40, 40, 5.4]).all(1)
+    assert clean.shape[0] == int(inside.sum())
