@@ -15,12 +15,14 @@ import numpy as np
 from fusionocc_core.synth import raycast
 from fusionocc_core.synth.categories import LIDARSEG_INDEX as L
 from fusionocc_core.synth.rig import IMAGE_HEIGHT, IMAGE_WIDTH, SensorCalibration
-from fusionocc_core.synth.world import APPEARANCE, World
+from fusionocc_core.synth.world import APPEARANCE, RASTER_RES, World
 
 _ALBEDO = np.array([APPEARANCE.get(c, (0.5, 0.5, 0.5)) for c in range(32)], np.float32)
 _VEHICLES = np.array([L[n] for n in ("vehicle.car", "vehicle.truck", "vehicle.bus.rigid",
                                      "vehicle.construction", "vehicle.trailer")])
 NO_LABEL = 255
+_EDGES = np.array([(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count("1") == 1])  # 12 box edges
+_KERNEL = np.ones((3, 3), np.uint8)
 
 
 @dataclass
@@ -59,75 +61,97 @@ class CameraRenderer:
         d_cam = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u, float)], -1)
         self.cam2ego = calib.sensor2ego
         self.origin = self.cam2ego[:3, 3]
-        self.dirs = d_cam.reshape(-1, 3) @ self.cam2ego[:3, :3].T  # (h*w, 3), t = optical depth
+        self.dirs = (d_cam.reshape(-1, 3) @ self.cam2ego[:3, :3].T).astype(np.float32)  # (h*w, 3), t = depth
         dz = self.dirs[:, 2]
-        tg = np.where(dz < -1e-6, -self.origin[2] / np.minimum(dz, -1e-6), np.inf)
-        self.t_ground = np.where(tg <= max_depth, tg, np.inf).astype(np.float32)
-        self.ground_px = np.flatnonzero(np.isfinite(self.t_ground))
-        self.ground_xy = (self.origin[:2] + self.dirs[self.ground_px, :2] * self.t_ground[self.ground_px, None])
+        self.t_ground = np.where(dz < -1e-6, -self.origin[2] / np.minimum(dz, -1e-6), np.inf).astype(np.float32)
+        self.sky_px = np.flatnonzero(~np.isfinite(self.t_ground))
+        # pixel -> ground point (homogeneous ego x, y): g = o - o_z d / d_z for d = R K^-1 [u v 1]
+        ox, oy, oz = self.origin
+        to_ground = np.array([[-oz, 0.0, ox], [0.0, -oz, oy], [0.0, 0.0, 1.0]])
+        self.pixel2ground = to_ground @ self.cam2ego[:3, :3] @ np.linalg.inv(K)
         unit_z = dz / np.linalg.norm(self.dirs, axis=1)
         sky = np.clip(unit_z, 0, 1)[:, None]
-        self.sky = ((1 - sky) * np.array([0.80, 0.86, 0.93]) + sky * np.array([0.35, 0.55, 0.85])).astype(np.float32)
-        self.tiles = raycast.RayTiles.build(self.h, self.w, 32, 32)
+        sky_rgb = (1 - sky) * np.array([0.80, 0.86, 0.93]) + sky * np.array([0.35, 0.55, 0.85])
+        self.sky = np.round(sky_rgb * 255).astype(np.uint8)  # (h*w, 3)
         self.max_depth = max_depth
 
-    def _rects(self, solids: raycast.FrameSolids) -> np.ndarray:
-        """(S, 4) pixel rects covering each solid's projection (clipped at the near plane)."""
+    def _project(self, solids: raycast.FrameSolids) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Project each solid's bounding box, clipped at the near plane: pixel rects (S, 4)
+        [r0, r1, c0, c1] (empty: r1 < r0), vertices uv (S, 20, 2), vertex validity (S, 20) and
+        the smallest optical depth of the solid (S,) (inf when behind the camera)."""
         corners = solids.corners()  # (S, 8, 3) ego
         cam = (corners - self.origin) @ self.cam2ego[:3, :3]  # (S, 8, 3) optical frame
         near = 0.05
-        edges = np.array([(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count("1") == 1])
-        pa, pb = cam[:, edges[:, 0]], cam[:, edges[:, 1]]  # (S, 12, 3)
+        pa, pb = cam[:, _EDGES[:, 0]], cam[:, _EDGES[:, 1]]  # (S, 12, 3)
         za, zb = pa[..., 2], pb[..., 2]
         cross = (za - near) * (zb - near) < 0
         f = np.where(cross, (near - za) / np.where(cross, zb - za, 1.0), 0.0)
-        pc = pa + f[..., None] * (pb - pa)
-        pts = np.concatenate([cam, pc], 1)  # (S, 20, 3)
+        pts = np.concatenate([cam, pa + f[..., None] * (pb - pa)], 1)  # (S, 20, 3)
         ok = np.concatenate([cam[..., 2] >= near, cross], 1)
         z = np.where(ok, pts[..., 2], 1.0)
-        u = self.K[0, 0] * pts[..., 0] / z + self.K[0, 2]
-        v = self.K[1, 1] * pts[..., 1] / z + self.K[1, 2]
+        uv = np.stack([self.K[0, 0] * pts[..., 0] / z + self.K[0, 2], self.K[1, 1] * pts[..., 1] / z + self.K[1, 2]], -1)
         big = 1e9
-        u0, u1 = np.where(ok, u, big).min(1), np.where(ok, u, -big).max(1)
-        v0, v1 = np.where(ok, v, big).min(1), np.where(ok, v, -big).max(1)
-        any_ok = ok.any(1)
-        rect = np.stack([np.floor(v0) - 1, np.ceil(v1) + 1, np.floor(u0) - 1, np.ceil(u1) + 1], 1)
+        lo = np.where(ok[..., None], uv, big).min(1)
+        hi = np.where(ok[..., None], uv, -big).max(1)
+        rect = np.stack([np.floor(lo[:, 1]) - 1, np.ceil(hi[:, 1]) + 1, np.floor(lo[:, 0]) - 1, np.ceil(hi[:, 0]) + 1], 1)
+        rect = np.clip(rect, -1, [self.h, self.h, self.w, self.w]).astype(np.int64)
         rect[:, [0, 2]] = np.maximum(rect[:, [0, 2]], 0)
         rect[:, 1] = np.minimum(rect[:, 1], self.h - 1)
         rect[:, 3] = np.minimum(rect[:, 3], self.w - 1)
-        rect[~any_ok] = (1, 0, 1, 0)  # empty
-        return rect
+        zmin = np.where(ok, pts[..., 2], np.inf).min(1)
+        return rect, uv, ok, zmin
+
+    def _silhouette_rays(self, rect: np.ndarray, uv: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        """Flat ray indices inside one solid's projected convex hull (dilated by one pixel)."""
+        r0, r1, c0, c1 = rect
+        if r1 < r0 or c1 < c0:
+            return np.zeros(0, np.int64)
+        pts = uv[ok] - (c0, r0)
+        hull = cv2.convexHull(np.round(np.clip(pts, -4 * self.w, 4 * self.w) * 16).astype(np.int32))
+        mask = np.zeros((r1 - r0 + 1, c1 - c0 + 1), np.uint8)
+        cv2.fillConvexPoly(mask, hull, 1, lineType=cv2.LINE_8, shift=4)
+        mask = cv2.dilate(mask, _KERNEL)
+        rr, cc = np.nonzero(mask)
+        return (rr + r0) * self.w + (cc + c0)
 
     def render(self, world: World, t: float) -> Render:
         """Render the camera at scene time t seconds."""
         ego2road = world.ego_transform(t)
         solids = raycast.solids_in_ego(world, t, ego2road, self.max_depth)
-        ray, sid = self.tiles.pairs(self._rects(solids))
-        t_pair = raycast.intersect(self.origin, self.dirs, solids, ray, sid)
-        zbuf, owner = raycast.zbuffer(len(self.dirs), t_pair, ray, sid, self.t_ground)
+        rect, uv, ok, zmin = self._project(solids)
+        empty = (rect[:, 1] < rect[:, 0]) | (rect[:, 3] < rect[:, 2])
+        zmin[empty] = np.inf
         n = len(self.dirs)
-        rgb = self.sky.copy()
-        label = np.full(n, NO_LABEL, np.uint8)
-        # ground pixels not covered by a solid
-        gp = self.ground_px[owner[self.ground_px] < 0]
-        gxy = self.origin[:2] + self.dirs[gp, :2] * zbuf[gp, None]
-        road_xy = gxy @ ego2road[:2, :2].T + ego2road[:2, 3]
-        cell = world.ground_lookup(road_xy[:, 0], road_xy[:, 1])
-        label[gp] = world.ground_cls.reshape(-1)[cell]
-        rgb[gp] = world.ground_rgb.reshape(-1, 3)[cell].astype(np.float32) * (1.0 / 255.0)
-        # solids: albedo x tint x shading x texture
+        zbuf = self.t_ground.copy()
+        owner = np.full(n, -1, np.int64)
+        normal = np.empty((n, 3), np.float32)
+        local = np.empty((n, 3), np.float32)
+        raycast.zbuffer_solids(self.origin, self.dirs, zbuf, owner, solids,
+                               lambda i: self._silhouette_rays(rect[i], uv[i], ok[i]), zmin, normal, local)
+        # ground: the raster (texture + class) warped into the image by the ground homography
+        ego2raster = np.array([[1 / RASTER_RES, 0, -world.raster_origin[0] / RASTER_RES - 0.5],
+                               [0, 1 / RASTER_RES, -world.raster_origin[1] / RASTER_RES - 0.5], [0, 0, 1]])
+        ego2raster = ego2raster @ ego2road[[0, 1, 3]][:, [0, 1, 3]]
+        hom = ego2raster @ self.pixel2ground  # pixel -> raster cell
+        flags = cv2.WARP_INVERSE_MAP
+        img = cv2.warpPerspective(world.ground_rgb, hom, (self.w, self.h), flags=flags | cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REPLICATE).reshape(n, 3)
+        label = cv2.warpPerspective(world.ground_cls, hom, (self.w, self.h), flags=flags | cv2.INTER_NEAREST,
+                                    borderMode=cv2.BORDER_REPLICATE).reshape(n)
+        img[self.sky_px] = self.sky[self.sky_px]
+        label[self.sky_px] = NO_LABEL
+        # solids: albedo x tint x Lambert shading x texture
         op = np.flatnonzero(owner >= 0)
         own = owner[op]
-        normal, pl = raycast.surface_normals(self.origin, self.dirs[op], zbuf[op], solids, own)
         cls = solids.cls[own]
         label[op] = cls
         sun = world.sun.copy()
         sun[:2] = ego2road[:2, :2].T @ sun[:2]
-        shade = 0.45 + 0.55 * np.clip(normal @ sun, 0, 1)
-        tex = self._texture(cls, pl, solids.half[own], normal)
-        tint = world.solids.tint[solids.index[own]]
-        rgb[op] = _ALBEDO[cls] * tint * (shade * tex)[:, None]
-        img = np.clip(rgb * 255.0, 0, 255).astype(np.uint8).reshape(self.h, self.w, 3)
+        shade = 0.45 + 0.55 * np.clip(normal[op] @ sun.astype(np.float32), 0, 1)
+        tex = self._texture(cls, local[op], solids.half[own].astype(np.float32), normal[op])
+        colour = (_ALBEDO[cls] * 255.0) * world.solids.tint[solids.index[own]] * (shade * tex)[:, None]
+        img[op] = np.clip(colour, 0, 255).astype(np.uint8)
+        img = img.reshape(self.h, self.w, 3)
         if self.scale != 1.0:
             img = cv2.resize(img, (IMAGE_WIDTH, IMAGE_HEIGHT), interpolation=cv2.INTER_LINEAR)
         solid_world = np.full(n, -1, np.int64)
@@ -163,7 +187,7 @@ class CameraRenderer:
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     """RGB uint8 image -> JPEG bytes."""
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return buf.tobytes()

@@ -43,15 +43,14 @@ class LidarSimulator:
         d_lidar = np.stack(np.broadcast_arrays(np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)), -1)
         self.lidar2ego = LIDAR_CALIBRATION.sensor2ego
         self.origin = self.lidar2ego[:3, 3]
-        self.dirs = (d_lidar.reshape(-1, 3) @ self.lidar2ego[:3, :3].T).astype(np.float64)  # (32*W, 3) ego
+        self.dirs = (d_lidar.reshape(-1, 3) @ self.lidar2ego[:3, :3].T).astype(np.float32)  # (32*W, 3) ego
         self.ring = np.repeat(np.arange(self.rings), azimuth_steps).astype(np.float32)
         dz = self.dirs[:, 2]
         tg = np.where(dz < -1e-6, -self.origin[2] / np.minimum(dz, -1e-6), np.inf)
         self.t_ground = np.where(tg <= max_range, tg, np.inf)
-        self.tiles = raycast.RayTiles.build(self.rings, azimuth_steps, self.rings, 16)
 
-    def _column_rects(self, solids: raycast.FrameSolids) -> np.ndarray:
-        """(S, 4) rects [r0, r1, c0, c1] of azimuth columns each solid can cover (all rings)."""
+    def _columns(self, solids: raycast.FrameSolids) -> tuple[np.ndarray, np.ndarray]:
+        """First and last (inclusive, may exceed W: wraps) azimuth column each solid can cover."""
         corners = solids.corners().reshape(-1, 3)  # (S*8, 3) ego
         loc = (corners - self.origin) @ self.lidar2ego[:3, :3]  # ego -> lidar frame
         az = np.arctan2(loc[:, 1], loc[:, 0]).reshape(len(solids), 8)
@@ -59,25 +58,33 @@ class LidarSimulator:
         az_c = np.arctan2(cen[:, 1], cen[:, 0])
         rel = np.mod(az - az_c[:, None] + np.pi, 2 * np.pi) - np.pi
         step = 2 * np.pi / self.cols
-        c0 = np.floor((az_c + rel.min(1)) / step) - 1
-        c1 = np.ceil((az_c + rel.max(1)) / step) + 1
-        radius = np.linalg.norm(solids.half[:, :2], axis=1)
-        inside = np.hypot(cen[:, 0], cen[:, 1]) <= radius + 0.5
-        c0 = np.where(inside, 0, np.mod(c0, self.cols))
-        c1 = np.where(inside, self.cols - 1, c0 + (c1 - np.floor((az_c + rel.min(1)) / step) + 1))
-        rect = np.stack([np.zeros(len(solids)), np.full(len(solids), self.rings - 1), c0, c1], 1)
-        return rect
+        c0 = np.floor((az_c + rel.min(1)) / step).astype(np.int64) - 1
+        c1 = np.ceil((az_c + rel.max(1)) / step).astype(np.int64) + 1
+        inside = np.hypot(cen[:, 0], cen[:, 1]) <= np.hypot(solids.half[:, 0], solids.half[:, 1]) + 0.5
+        c1 = np.where(inside, c0 + self.cols - 1, np.minimum(c1, c0 + self.cols - 1))
+        start = np.mod(c0, self.cols)
+        return start, start + (c1 - c0)
 
     def sweep(self, world: World, t: float, rng: np.random.Generator) -> Sweep:
         """Cast one sweep at time t seconds (scene time)."""
         ego2road = world.ego_transform(t)
         solids = raycast.solids_in_ego(world, t, ego2road, self.max_range + 5)
-        ray, sid = self.tiles.pairs(self._column_rects(solids), wrap_cols=True)
-        t_pair = raycast.intersect(self.origin, self.dirs, solids, ray, sid)
-        t_pair[t_pair > self.max_range] = np.inf
-        zbuf, owner = raycast.zbuffer(len(self.dirs), t_pair, ray, sid, self.t_ground)
+        c0, c1 = self._columns(solids)
+        rings = np.arange(self.rings)[:, None] * self.cols
+        zmin = np.maximum(np.linalg.norm(solids.centre - self.origin, axis=1) - np.linalg.norm(solids.half, axis=1), 0)
+        zmin[zmin > self.max_range] = np.inf
+        n = len(self.dirs)
+        zbuf = self.t_ground.astype(np.float32).copy()
+        owner = np.full(n, -1, np.int64)
+        normal = np.zeros((n, 3), np.float32)
+        normal[:, 2] = 1.0  # the ground's
+        local = np.empty((n, 3), np.float32)
+        raycast.zbuffer_solids(self.origin, self.dirs, zbuf, owner, solids,
+                               lambda i: (rings + np.mod(np.arange(c0[i], c1[i] + 1), self.cols)[None]).ravel(),
+                               zmin, normal, local)
+        zbuf[zbuf > self.max_range] = np.inf
         # firing order: azimuth-major (column, then ring)
-        order = np.arange(len(self.dirs)).reshape(self.rings, self.cols).T.reshape(-1)
+        order = np.arange(n).reshape(self.rings, self.cols).T.reshape(-1)
         hit = order[np.isfinite(zbuf[order])]
         rng_m = zbuf[hit] + rng.normal(0.0, self.range_noise, hit.size)
         p_ego = self.origin + self.dirs[hit] * rng_m[:, None]
@@ -90,14 +97,8 @@ class LidarSimulator:
         p_road = p_ego[g] @ ego2road[:3, :3].T + ego2road[:3, 3]
         cell = world.ground_lookup(p_road[:, 0], p_road[:, 1])
         labels[g] = world.ground_cls.reshape(-1)[cell]
-        # intensity: reflectivity x incidence, ground brightened by paint
-        normal = np.zeros((hit.size, 3))
-        normal[g, 2] = 1.0
-        if is_obj.any():
-            n_obj, _ = raycast.surface_normals(self.origin, self.dirs[hit[is_obj]], zbuf[hit[is_obj]],
-                                               solids, own[is_obj])
-            normal[is_obj] = n_obj
-        cos_inc = np.abs((normal * self.dirs[hit]).sum(1))
+        # intensity: reflectivity x incidence; painted ground reflects more
+        cos_inc = np.abs((normal[hit] * self.dirs[hit]).sum(1))
         refl = _REFLECT[labels].copy()
         paint = world.ground_rgb.reshape(-1, 3)[cell].mean(1) / 255.0
         refl[g] *= np.where(paint > 0.8, 6.0, 1.0)

@@ -1,12 +1,12 @@
 """Occ3D-nuScenes ground truth from the world: semantics, mask_lidar and mask_camera.
 
 * semantics (200, 200, 16) uint8 in the ego frame at the LiDAR stamp: a voxel takes the class
-  of the solid covering most of its volume (4x4x4 sub-samples on solid boundaries; ties go to
-  objects over the ground slab z in [-0.2, 0]); 17 = free.
+  of the solid covering most of its volume (exact in z, 4x4 sub-samples along footprint
+  outlines; ties go to objects over the ground slab z in [-0.2, 0]); 17 = free.
 * mask_lidar: voxels traversed by, or holding the end of, the key-frame sweep's rays.
 * mask_camera: voxels on a camera ray before (or at, within half a voxel diagonal) the first
-  surface it hits, from the six key-frame cameras' depth buffers; rays into the sky observe
-  nothing — Occ3D's camera visibility (rays cast towards observed surfaces).
+  surface it hits, from the six key-frame cameras' depth buffers; only rays ending on a surface
+  inside the grid count — Occ3D's camera visibility (rays cast towards occupied voxels).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from fusionocc_core.synth.world import BOX, World
 
 GROUND_SLAB = (-0.2, 0.0)  # the ground solid's z extent in the world
 _SUB = (np.arange(4) + 0.5) / 4 - 0.5  # sub-sample offsets in voxel units
-_SUB3 = np.stack(np.meshgrid(_SUB, _SUB, _SUB, indexing="ij"), -1).reshape(-1, 3) * VOXEL_SIZE  # (64, 3)
+_SUB2 = np.stack(np.meshgrid(_SUB, _SUB, indexing="ij"), -1).reshape(-1, 2) * VOXEL_SIZE  # (16, 2)
 _LOWER = np.array(GRID_LOWER)
 _SHAPE = np.array(GRID_SHAPE)
 
@@ -30,62 +30,67 @@ def voxel_centres() -> np.ndarray:
     return np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
 
 
-def _inside(local: np.ndarray, half: np.ndarray, kind: np.ndarray) -> np.ndarray:
-    """Points (P, 3) in solid-local frames inside the solid (box or vertical cylinder)?"""
-    inz = np.abs(local[:, 2]) <= half[:, 2]
-    box = (np.abs(local[:, 0]) <= half[:, 0]) & (np.abs(local[:, 1]) <= half[:, 1])
-    cyl = local[:, 0] ** 2 + local[:, 1] ** 2 <= half[:, 0] ** 2
-    return inz & np.where(kind == BOX, box, cyl)
+def _footprint_fraction(solids: raycast.FrameSolids, s: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Fraction (P,) of each grid column cell (centre xy (P, 2)) covered by solid s's footprint:
+    exact 1 / 0 away from the outline, 4x4 sub-samples near it."""
+    local = solids.to_local(np.concatenate([xy, np.zeros((len(xy), 1))], 1), s)[:, :2]
+    half = solids.half[s]
+    cyl = solids.kind[s] != BOX
+    rho = VOXEL_SIZE * np.sqrt(2) / 2
+    radial = np.hypot(local[:, 0], local[:, 1])  # used for cylinders only
+    ax, ay = np.abs(local[:, 0]), np.abs(local[:, 1])
+    full = np.where(cyl, radial + rho <= half[:, 0], (ax + rho <= half[:, 0]) & (ay + rho <= half[:, 1]))
+    out = np.where(cyl, radial - rho >= half[:, 0], (ax - rho >= half[:, 0]) | (ay - rho >= half[:, 1]))
+    frac = full.astype(np.float64)
+    edge = np.flatnonzero(~full & ~out)
+    if edge.size:
+        c, sn = solids.cos[s[edge]], solids.sin[s[edge]]
+        # sub-sample offsets rotated into each solid's frame, added to the cell centre's local xy
+        ox = c[:, None] * _SUB2[None, :, 0] + sn[:, None] * _SUB2[None, :, 1]  # (E, 16)
+        oy = -sn[:, None] * _SUB2[None, :, 0] + c[:, None] * _SUB2[None, :, 1]
+        lx, ly = local[edge, 0:1] + ox, local[edge, 1:2] + oy
+        hx, hy = half[edge, 0:1], half[edge, 1:2]
+        inside = np.where(cyl[edge, None], lx * lx + ly * ly <= hx * hx, (np.abs(lx) <= hx) & (np.abs(ly) <= hy))
+        frac[edge] = inside.mean(1)
+    return frac
 
 
 def semantics(world: World, t: float, ego2road: np.ndarray) -> np.ndarray:
-    """(200, 200, 16) uint8 Occ3D labels of the world at time t in the ego frame `ego2road`."""
+    """(200, 200, 16) uint8 Occ3D labels of the world at time t in the ego frame `ego2road`.
+    Solids are vertical prisms, so a voxel's covered fraction = footprint fraction of its column
+    cell x overlap of its z interval with the solid's."""
     nx, ny, nz = GRID_SHAPE
     solids = raycast.solids_in_ego(world, t, ego2road, 60.0)
+    z0 = _LOWER[2] + VOXEL_SIZE * np.arange(nz)  # layer bottoms
+
+    def z_overlap(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:  # (S,) -> (S, nz) fractions
+        return np.clip(np.minimum(z0 + VOXEL_SIZE, hi[:, None]) - np.maximum(z0, lo[:, None]), 0, None) / VOXEL_SIZE
+
     # ground slab: layers overlapping [-0.2, 0], class from the raster under each column
-    z0 = _LOWER[2] + VOXEL_SIZE * np.arange(nz)
-    g_frac = np.clip(np.minimum(z0 + VOXEL_SIZE, GROUND_SLAB[1]) - np.maximum(z0, GROUND_SLAB[0]), 0, None) / VOXEL_SIZE
+    g_frac = z_overlap(np.array([GROUND_SLAB[0]]), np.array([GROUND_SLAB[1]]))[0]
     cols = voxel_centres().reshape(nx, ny, nz, 3)[:, :, 0, :2].reshape(-1, 2)
     road = cols @ ego2road[:2, :2].T + ego2road[:2, 3]
     g_cls = LIDARSEG_TO_OCC[world.ground_cls.reshape(-1)[world.ground_lookup(road[:, 0], road[:, 1])]]
     layers = np.flatnonzero(g_frac > 0)
     vox = (np.arange(nx * ny)[:, None] * nz + layers[None]).reshape(-1)
-    frac = np.repeat(g_frac[layers][None], nx * ny, 0).reshape(-1)
-    cls = np.repeat(g_cls, len(layers))
-    prio = np.zeros(vox.size, np.int8)
-    pairs = [(vox, frac, cls, prio)]
+    pairs = [(vox, np.repeat(g_frac[layers][None], nx * ny, 0).reshape(-1), np.repeat(g_cls, len(layers)),
+              np.zeros(vox.size, np.int8))]
     if len(solids):
-        # candidate voxels: each solid's axis-aligned bounding box in voxel indices
         corners = solids.corners()  # (S, 8, 3)
-        lo = np.floor((corners.min(1) - _LOWER) / VOXEL_SIZE).astype(np.int64)
-        hi = np.floor((corners.max(1) - _LOWER) / VOXEL_SIZE).astype(np.int64)
-        lo, hi = np.maximum(lo, 0), np.minimum(hi, _SHAPE - 1)
-        n3 = np.where((hi >= lo).all(1)[:, None], hi - lo + 1, 0)
-        s, k = raycast.expand_ranges(np.zeros(len(solids), np.int64), n3.prod(1))
-        ijk = lo[s] + np.stack([k // (n3[s, 1] * n3[s, 2]), (k // n3[s, 2]) % n3[s, 1], k % n3[s, 2]], 1)
-        centre = _LOWER + VOXEL_SIZE * (ijk + 0.5)
-        local = solids.to_local(centre, s)
-        half = solids.half[s]
-        rho = VOXEL_SIZE * np.sqrt(3) / 2
-        cyl = solids.kind[s] != BOX
-        radial = np.hypot(local[:, 0], local[:, 1])  # used for cylinders only
-        r_lim = half[:, 0]
-        full = (np.abs(local[:, 2]) + rho <= half[:, 2]) & np.where(
-            cyl, radial + rho <= r_lim,
-            (np.abs(local[:, 0]) + rho <= half[:, 0]) & (np.abs(local[:, 1]) + rho <= half[:, 1]))
-        out = (np.abs(local[:, 2]) - rho >= half[:, 2]) | np.where(
-            cyl, radial - rho >= r_lim,
-            (np.abs(local[:, 0]) - rho >= half[:, 0]) | (np.abs(local[:, 1]) - rho >= half[:, 1]))
-        fr = full.astype(np.float64)
-        edge = np.flatnonzero(~full & ~out)
-        if edge.size:
-            pts = (centre[edge, None, :] + _SUB3[None]).reshape(-1, 3)
-            se = np.repeat(s[edge], len(_SUB3))
-            ins = _inside(solids.to_local(pts, se), solids.half[se], solids.kind[se])
-            fr[edge] = ins.reshape(-1, len(_SUB3)).mean(1)
-        keep = fr > 0
-        flat = (ijk[:, 0] * ny + ijk[:, 1]) * nz + ijk[:, 2]
-        pairs.append((flat[keep], fr[keep], LIDARSEG_TO_OCC[solids.cls[s[keep]]], np.ones(keep.sum(), np.int8)))
+        lo = np.floor((corners.min(1)[:, :2] - _LOWER[:2]) / VOXEL_SIZE).astype(np.int64)
+        hi = np.floor((corners.max(1)[:, :2] - _LOWER[:2]) / VOXEL_SIZE).astype(np.int64)
+        lo, hi = np.maximum(lo, 0), np.minimum(hi, _SHAPE[:2] - 1)
+        fz = z_overlap(solids.centre[:, 2] - solids.half[:, 2], solids.centre[:, 2] + solids.half[:, 2])  # (S, nz)
+        n2 = np.where((hi >= lo).all(1)[:, None] & (fz.max(1) > 0)[:, None], hi - lo + 1, 0)
+        s, k = raycast.expand_ranges(np.zeros(len(solids), np.int64), n2.prod(1))
+        ij = lo[s] + np.stack([k // n2[s, 1], k % n2[s, 1]], 1)  # (P, 2) column cells
+        fxy = _footprint_fraction(solids, s, _LOWER[:2] + VOXEL_SIZE * (ij + 0.5))
+        keep = np.flatnonzero(fxy > 0)
+        s, ij, fxy = s[keep], ij[keep], fxy[keep]
+        frac = fxy[:, None] * fz[s]  # (P, nz)
+        p, kz = np.nonzero(frac > 0)
+        pairs.append(((ij[p, 0] * ny + ij[p, 1]) * nz + kz, frac[p, kz], LIDARSEG_TO_OCC[solids.cls[s[p]]],
+                      np.ones(p.size, np.int8)))
     vox, frac, cls, prio = (np.concatenate(x) for x in zip(*pairs))
     order = np.lexsort((prio, frac, vox))  # last per voxel = largest fraction, objects on ties
     vox, cls = vox[order], cls[order]
@@ -124,20 +129,31 @@ def _mark(mask: np.ndarray, p: np.ndarray) -> None:
 
 def mask_camera(cameras: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
     """(200, 200, 16) uint8 visibility from cameras given as (key-ego -> camera (4, 4), K of the
-    depth buffer (3, 3), depth buffer (h, w) along the optical axis)."""
+    depth buffer (3, 3), depth buffer (h, w) along the optical axis). As in Occ3D, only rays that
+    end on a surface inside the grid observe anything (sky and far facades do not)."""
     centres = voxel_centres()
     tol = VOXEL_SIZE * np.sqrt(3) / 2
+    lower, upper = _LOWER - tol, np.array(GRID_UPPER) + tol
     mask = np.zeros(len(centres), bool)
     for ego2cam, K, depth in cameras:
+        h, w = depth.shape
+        # surface points of all pixels, back in the key ego frame: keep those inside the grid
+        v_px, u_px = np.mgrid[0:h, 0:w]
+        ray = np.stack([(u_px - K[0, 2]) / K[0, 0], (v_px - K[1, 2]) / K[1, 1], np.ones((h, w))], -1)
+        finite = np.isfinite(depth)
+        p_cam = ray[finite] * depth[finite, None]
+        cam2ego = np.linalg.inv(ego2cam)
+        p_ego = p_cam @ cam2ego[:3, :3].T + cam2ego[:3, 3]
+        surface = np.full((h, w), np.inf, np.float32)
+        surface[finite] = np.where(((p_ego >= lower) & (p_ego <= upper)).all(1), depth[finite], np.inf)
         p = centres @ ego2cam[:3, :3].T + ego2cam[:3, 3]
         z = p[:, 2]
         front = np.flatnonzero(z > 0.1)
         u = np.floor(K[0, 0] * p[front, 0] / z[front] + K[0, 2] + 0.5).astype(np.int64)
         v = np.floor(K[1, 1] * p[front, 1] / z[front] + K[1, 2] + 0.5).astype(np.int64)
-        h, w = depth.shape
         inimg = (u >= 0) & (u < w) & (v >= 0) & (v < h)
         idx = front[inimg]
-        surface = depth[v[inimg], u[inimg]]
-        vis = np.isfinite(surface) & (z[idx] <= surface + tol)  # sky rays observe nothing
+        hit = surface[v[inimg], u[inimg]]
+        vis = np.isfinite(hit) & (z[idx] <= hit + tol)
         mask[idx[vis]] = True
     return mask.astype(np.uint8).reshape(GRID_SHAPE)
