@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -27,16 +28,19 @@ import numpy as np
 import torch
 
 
-def per_sample_seconds(fn: Callable[[int], object], n: int, passes: int) -> list[float]:
-    """Median-able list of per-sample times over `passes` passes of samples 0..n-1 (after a warm-up)."""
+def per_sample_seconds(fn: Callable[[int], object], n: int, passes: int) -> tuple[list[float], list[float]]:
+    """Per-sample (wall, process CPU) seconds over `passes` passes of samples 0..n-1, after a warm-up.
+    CPU time counts every thread of this process, so it is the less load-sensitive of the two on a
+    shared machine."""
     fn(0)
-    out = []
+    wall, cpu = [], []
     for _ in range(passes):
         for i in range(n):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn(i)
-            out.append(time.perf_counter() - t0)
-    return out
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+    return wall, cpu
 
 
 def file_floor(ds, i: int) -> None:
@@ -79,8 +83,15 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(0)
     results = []
-    print(f"machine: {platform.node()} {platform.machine()}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"{'preset':9s} {'mode':22s} {'ms/sample':>10s} {'samples/s':>10s} {'x floor':>8s}")
+    print(f"machine: {platform.node()} {platform.machine()}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    t0, c0 = time.perf_counter(), time.process_time()
+    n_infos = len(prepare.create_infos(root, "v1.0-mini", progress=False)["infos"])
+    prep = ((time.perf_counter() - t0) / n_infos, (time.process_time() - c0) / n_infos)
+    print(f"fusionocc-prepare (incl. devkit load and imgseg): {1e3 * prep[0]:.1f} ms/sample wall, "
+          f"{1e3 * prep[1]:.1f} ms CPU over {n_infos} samples")
+    results.append({"preset": "-", "mode": "prepare", "ms_per_sample": 1e3 * prep[0], "cpu_ms_per_sample": 1e3 * prep[1]})
+    print(f"{'preset':9s} {'mode':22s} {'wall ms':>8s} {'samples/s':>9s} {'x floor':>7s} {'CPU ms':>8s} {'x floor':>7s}")
     for preset in args.presets:
         ds_test = OccDataset(infos, root, preset, train=False)
         ds_train = OccDataset(infos, root, preset, train=True)
@@ -94,14 +105,16 @@ def main(argv: list[str] | None = None) -> int:
             rows["test, no DCT decode"] = per_sample_seconds(ds_test.__getitem__, n, args.passes)
         finally:
             dataset_mod.jpeg_reduction = original
-        floor = statistics.median(rows["file floor (read only)"])
-        for mode, times in rows.items():
-            med = statistics.median(times)
-            results.append({"preset": preset, "mode": mode, "ms_per_sample": 1e3 * med, "samples_per_s": 1 / med,
-                            "ratio_to_floor": med / floor, "n": len(times)})
-            print(f"{preset:9s} {mode:22s} {1e3 * med:10.1f} {1 / med:10.2f} {med / floor:8.2f}")
-        no_dct = statistics.median(rows["test, no DCT decode"]) / statistics.median(rows["test transform"])
-        print(f"{preset:9s} speed-up of DCT-domain JPEG decoding (test): x{no_dct:.2f}")
+        floor = [statistics.median(x) for x in rows["file floor (read only)"]]
+        for mode, (wall, cpu) in rows.items():
+            w, c = statistics.median(wall), statistics.median(cpu)
+            results.append({"preset": preset, "mode": mode, "ms_per_sample": 1e3 * w, "samples_per_s": 1 / w,
+                            "wall_ratio_to_floor": w / floor[0], "cpu_ms_per_sample": 1e3 * c,
+                            "cpu_ratio_to_floor": c / floor[1], "n": len(wall)})
+            print(f"{preset:9s} {mode:22s} {1e3 * w:8.1f} {1 / w:9.2f} {w / floor[0]:7.2f} {1e3 * c:8.1f} {c / floor[1]:7.2f}")
+        for i, kind in enumerate(("wall", "CPU")):
+            ratio = statistics.median(rows["test, no DCT decode"][i]) / statistics.median(rows["test transform"][i])
+            print(f"{preset:9s} DCT-domain JPEG decoding speed-up (test transform, {kind}): x{ratio:.2f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     if tmp is not None:

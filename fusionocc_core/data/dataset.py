@@ -77,27 +77,54 @@ class OccDataset(Dataset):
         return out
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        i = range(len(self.infos))[i]  # negative indices; IndexError past the end
         info = self.infos[i]
         data = self.cfg.data
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()) if self.train else i)
-        key2global = _ego2global(info)
-        global2key = poses.invert(key2global)
-        frames = [info] + self.history(i, data.num_adj_img_frames)
+        global2key = poses.invert(_ego2global(info))  # global -> ego at the current LiDAR stamp
+        images = self._images(i, global2key, rng)
+        points, current_xyz = self._points(i, global2key, rng)
 
-        # images: one augmentation per camera, shared by its T frames
-        n_cam, n_t = len(data.cameras), len(frames)
+        # sparse depth (key frame, current sweep only; camera frame, so unaffected by bda)
+        depth_range = (self.cfg.grid.depth[0], self.cfg.grid.depth[1])
+        sparse_depth = T.sparse_depth_maps(current_xyz, images["sensor2ego"][0], images["intrins"][0],
+                                           images["post_rots"][0], images["post_trans"][0], data.input_size, depth_range)
+
+        flip_x, flip_y = T.sample_bda(data, rng) if self.train else (False, False)
+        bda = T.bda_matrix(flip_x, flip_y)
+        points = T.apply_bda_points(points, bda)
+
+        sample: dict[str, Any] = {k: torch.from_numpy(v) for k, v in images.items() if k != "augs"}
+        sample.update({"bda": torch.from_numpy(bda), "points": torch.from_numpy(points),
+                       "sparse_depth": torch.from_numpy(sparse_depth), "sample_token": info["token"],
+                       "scene_name": info.get("scene_name", "")})
+        gt_path = self.root / info["occ_path"] / "labels.npz"
+        if self.train or gt_path.is_file():  # inference runs without targets where there are none
+            gt = read_occ_gt(gt_path)
+            sample["voxel_semantics"] = torch.from_numpy(T.flip_grid(gt["semantics"], flip_x, flip_y).astype(np.int64))
+            sample["mask_camera"] = torch.from_numpy(T.flip_grid(gt["mask_camera"], flip_x, flip_y))
+            sample["mask_lidar"] = torch.from_numpy(T.flip_grid(gt["mask_lidar"], flip_x, flip_y))
+            sample["seg_labels"] = torch.from_numpy(
+                self._seg_labels(info, images["augs"], images["post_rots"][0], images["post_trans"][0]))
+        return sample
+
+    def _images(self, i: int, global2key: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
+        """T x N normalised images and their matrices; one augmentation per camera for all T frames."""
+        data = self.cfg.data
+        info = self.infos[i]
+        frames = [info] + self.history(i, data.num_adj_img_frames)
+        n_t, n_cam = len(frames), len(data.cameras)
         in_h, in_w = data.input_size
-        imgs = np.zeros((n_t, n_cam, 3, in_h, in_w), np.float32)
-        intrins = np.zeros((n_t, n_cam, 3, 3), np.float32)
-        sensor2ego = np.zeros((n_t, n_cam, 4, 4), np.float32)
-        post_rots = np.zeros((n_t, n_cam, 3, 3), np.float32)
-        post_trans = np.zeros((n_t, n_cam, 3), np.float32)
-        augs = []
+        out = {"imgs": np.empty((n_t, n_cam, 3, in_h, in_w), np.float32),
+               "intrins": np.zeros((n_t, n_cam, 3, 3), np.float32),
+               "sensor2ego": np.zeros((n_t, n_cam, 4, 4), np.float32),
+               "post_rots": np.zeros((n_t, n_cam, 3, 3), np.float32),
+               "post_trans": np.zeros((n_t, n_cam, 3), np.float32), "augs": []}
         for n, cam in enumerate(data.cameras):
             src_hw = _source_hw(self.root, info["cams"][cam])
             aug = T.sample_image_aug(src_hw, data, rng) if self.train else T.test_image_aug(src_hw, data.input_size)
-            augs.append((aug, src_hw))
-            reduction = jpeg_reduction(src_hw, aug.resize)
+            out["augs"].append((aug, src_hw))
+            reduction = jpeg_reduction(src_hw, aug.resize)  # decode JPEGs at 1/2 or 1/4 size when enough
             for t, frame in enumerate(frames):
                 c = frame["cams"][cam]
                 path = self.root / c["data_path"]
@@ -105,56 +132,32 @@ class OccDataset(Dataset):
                 if raw.shape[0] * reduction != src_hw[0] or raw.shape[1] * reduction != src_hw[1]:
                     raise DataError(f"{path}: image is {raw.shape[1] * reduction}x{raw.shape[0] * reduction}, "
                                     f"its sample_data says {src_hw[1]}x{src_hw[0]}")
-                out, post_rots[t, n], post_trans[t, n] = T.augment_image(raw, aug, src_hw)
-                T.normalize_image(out, out=imgs[t, n])
-                intrins[t, n] = np.asarray(c["cam_intrinsic"], np.float64)
-                sensor2ego[t, n] = global2key @ _cam2global(c)
+                img, out["post_rots"][t, n], out["post_trans"][t, n] = T.augment_image(raw, aug, src_hw)
+                T.normalize_image(img, out=out["imgs"][t, n])
+                out["intrins"][t, n] = np.asarray(c["cam_intrinsic"], np.float64)
+                out["sensor2ego"][t, n] = global2key @ _cam2global(c)
+        return out
 
-        # LiDAR: current + previous key-frame sweeps in the key ego frame
-        sweeps = [info] + self.history(i, data.num_lidar_sweeps - 1)
-        clouds, current_xyz = [], None
-        for s, sweep in enumerate(sweeps):
-            pts = read_points(self.root / sweep["lidar_path"])
-            m = global2key @ _ego2global(sweep) @ poses.transform_matrix(
-                sweep["lidar2ego_translation"], sweep["lidar2ego_rotation"])
-            pts = pts.copy()
-            pts[:, :3] = poses.apply(m, pts[:, :3])
-            if s == 0:
-                current_xyz = pts[:, :3]
-            clouds.append(pts)
-        points = np.concatenate(clouds)
-        if data.lidar_keep_prob < 1.0:  # official sub-sampling: high rings, or with probability p
+    def _points(self, i: int, global2key: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(merged sweeps (P, 5) sub-sampled and range-filtered, current sweep xyz (Q, 3)), key ego frame."""
+        data = self.cfg.data
+        sweeps = [self.infos[i]] + self.history(i, data.num_lidar_sweeps - 1)
+        moved: dict[str, np.ndarray] = {}  # each file once (scene starts repeat the current sweep)
+        for sweep in sweeps:
+            if sweep["token"] not in moved:
+                pts = read_points(self.root / sweep["lidar_path"]).copy()
+                lidar2key = global2key @ _ego2global(sweep) @ poses.transform_matrix(
+                    sweep["lidar2ego_translation"], sweep["lidar2ego_rotation"])
+                pts[:, :3] = poses.apply(lidar2key, pts[:, :3])
+                moved[sweep["token"]] = pts
+        points = np.concatenate([moved[s["token"]] for s in sweeps])  # (P, 5) x y z intensity ring
+        if data.lidar_keep_prob < 1.0:  # official sub-sampling: rings above 16, else with probability p
             keep = (points[:, 4] > data.lidar_keep_ring_above) | (rng.random(len(points)) < data.lidar_keep_prob)
             points = points[keep]
         lo = np.asarray(self.cfg.grid.lower) + RANGE_MARGIN
         hi = np.asarray(self.cfg.grid.upper) - RANGE_MARGIN
         points = points[np.all((points[:, :3] >= lo) & (points[:, :3] <= hi), axis=1)]
-
-        # sparse depth (key frame, current sweep only; camera frame, so unaffected by bda)
-        depth_range = (self.cfg.grid.depth[0], self.cfg.grid.depth[1])
-        sparse_depth = T.sparse_depth_maps(current_xyz, sensor2ego[0], intrins[0], post_rots[0], post_trans[0],
-                                           (in_h, in_w), depth_range)
-
-        flip_x, flip_y = T.sample_bda(data, rng) if self.train else (False, False)
-        bda = T.bda_matrix(flip_x, flip_y)
-        points = T.apply_bda_points(points, bda)
-
-        sample: dict[str, Any] = {
-            "imgs": torch.from_numpy(imgs), "intrins": torch.from_numpy(intrins),
-            "sensor2ego": torch.from_numpy(sensor2ego), "post_rots": torch.from_numpy(post_rots),
-            "post_trans": torch.from_numpy(post_trans), "bda": torch.from_numpy(bda),
-            "points": torch.from_numpy(np.ascontiguousarray(points, np.float32)),
-            "sparse_depth": torch.from_numpy(sparse_depth), "sample_token": info["token"],
-            "scene_name": info.get("scene_name", ""),
-        }
-        gt_path = self.root / info["occ_path"] / "labels.npz"
-        if self.train or gt_path.is_file():
-            gt = read_occ_gt(gt_path)
-            sample["voxel_semantics"] = torch.from_numpy(T.flip_grid(gt["semantics"], flip_x, flip_y).astype(np.int64))
-            sample["mask_camera"] = torch.from_numpy(T.flip_grid(gt["mask_camera"], flip_x, flip_y))
-            sample["mask_lidar"] = torch.from_numpy(T.flip_grid(gt["mask_lidar"], flip_x, flip_y))
-            sample["seg_labels"] = torch.from_numpy(self._seg_labels(info, augs, post_rots[0], post_trans[0]))
-        return sample
+        return np.ascontiguousarray(points, np.float32), moved[sweeps[0]["token"]][:, :3]
 
     def _seg_labels(self, info: dict[str, Any], augs: list, post_rots: np.ndarray, post_trans: np.ndarray) -> np.ndarray:
         """(N, H_in, W_in) int64 2D labels of the key frame under its augmentation; 17 = none."""

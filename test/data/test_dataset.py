@@ -290,3 +290,10 @@ def test_dataloader_with_workers(root: Path) -> None:
     assert len(batches) == 6
     trans = {tuple(b["post_trans"][0, 0, 0].tolist()) + tuple(b["bda"].flatten().tolist()) for b in batches}
     assert len(trans) > 1
+
+
+def test_indexing(root: Path) -> None:
+    ds = OccDataset(root / "infos.pkl", root, CFG, train=False)
+    assert ds[-1]["sample_token"] == ds.infos[5]["token"]
+    with pytest.raises(IndexError):
+        ds[6]
