@@ -18,8 +18,8 @@ from fusionocc_core.synth.rig import IMAGE_HEIGHT, IMAGE_WIDTH, SensorCalibratio
 from fusionocc_core.synth.world import APPEARANCE, RASTER_RES, World
 
 _ALBEDO = np.array([APPEARANCE.get(c, (0.5, 0.5, 0.5)) for c in range(32)], np.float32)
-_VEHICLES = np.array([L[n] for n in ("vehicle.car", "vehicle.truck", "vehicle.bus.rigid",
-                                     "vehicle.construction", "vehicle.trailer")])
+_VEHICLES = frozenset(L[n] for n in ("vehicle.car", "vehicle.truck", "vehicle.bus.rigid",
+                                      "vehicle.construction", "vehicle.trailer"))
 NO_LABEL = 255
 _EDGES = np.array([(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count("1") == 1])  # 12 box edges
 _KERNEL = np.ones((3, 3), np.uint8)
@@ -64,7 +64,6 @@ class CameraRenderer:
         self.dirs = (d_cam.reshape(-1, 3) @ self.cam2ego[:3, :3].T).astype(np.float32)  # (h*w, 3), t = depth
         dz = self.dirs[:, 2]
         self.t_ground = np.where(dz < -1e-6, -self.origin[2] / np.minimum(dz, -1e-6), np.inf).astype(np.float32)
-        self.sky_px = np.flatnonzero(~np.isfinite(self.t_ground))
         # pixel -> ground point (homogeneous ego x, y): g = o - o_z d / d_z for d = R K^-1 [u v 1]
         ox, oy, oz = self.origin
         to_ground = np.array([[-oz, 0.0, ox], [0.0, -oz, oy], [0.0, 0.0, 1.0]])
@@ -72,7 +71,8 @@ class CameraRenderer:
         unit_z = dz / np.linalg.norm(self.dirs, axis=1)
         sky = np.clip(unit_z, 0, 1)[:, None]
         sky_rgb = (1 - sky) * np.array([0.80, 0.86, 0.93]) + sky * np.array([0.35, 0.55, 0.85])
-        self.sky = np.round(sky_rgb * 255).astype(np.uint8)  # (h*w, 3)
+        self.sky = np.round(sky_rgb * 255).astype(np.uint8).reshape(self.h, self.w, 3)
+        self.sky_mask = ~np.isfinite(self.t_ground).reshape(self.h, self.w)
         self.max_depth = max_depth
 
     def _project(self, solids: raycast.FrameSolids) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -122,67 +122,68 @@ class CameraRenderer:
         empty = (rect[:, 1] < rect[:, 0]) | (rect[:, 3] < rect[:, 2])
         zmin[empty] = np.inf
         n = len(self.dirs)
-        zbuf = self.t_ground.copy()
-        owner = np.full(n, -1, np.int64)
-        normal = np.empty((n, 3), np.float32)
-        local = np.empty((n, 3), np.float32)
-        raycast.zbuffer_solids(self.origin, self.dirs, zbuf, owner, solids,
-                               lambda i: self._silhouette_rays(rect[i], uv[i], ok[i]), zmin, normal, local)
         # ground: the raster (texture + class) warped into the image by the ground homography
         ego2raster = np.array([[1 / RASTER_RES, 0, -world.raster_origin[0] / RASTER_RES - 0.5],
                                [0, 1 / RASTER_RES, -world.raster_origin[1] / RASTER_RES - 0.5], [0, 0, 1]])
-        ego2raster = ego2raster @ ego2road[[0, 1, 3]][:, [0, 1, 3]]
-        hom = ego2raster @ self.pixel2ground  # pixel -> raster cell
+        hom = ego2raster @ ego2road[[0, 1, 3]][:, [0, 1, 3]] @ self.pixel2ground  # pixel -> raster cell
         flags = cv2.WARP_INVERSE_MAP
         img = cv2.warpPerspective(world.ground_rgb, hom, (self.w, self.h), flags=flags | cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_REPLICATE).reshape(n, 3)
+                                  borderMode=cv2.BORDER_REPLICATE)
         label = cv2.warpPerspective(world.ground_cls, hom, (self.w, self.h), flags=flags | cv2.INTER_NEAREST,
-                                    borderMode=cv2.BORDER_REPLICATE).reshape(n)
-        img[self.sky_px] = self.sky[self.sky_px]
-        label[self.sky_px] = NO_LABEL
-        # solids: albedo x tint x Lambert shading x texture
-        op = np.flatnonzero(owner >= 0)
-        own = owner[op]
-        cls = solids.cls[own]
-        label[op] = cls
+                                    borderMode=cv2.BORDER_REPLICATE)
+        np.copyto(img, self.sky, where=self.sky_mask[..., None])
+        label[self.sky_mask] = NO_LABEL
+        img, label = img.reshape(n, 3), label.reshape(n)
+        # solids: albedo x tint x Lambert shading x class texture, shaded as they win pixels
+        zbuf = self.t_ground.copy()
+        owner = np.full(n, -1, np.int32)
         sun = world.sun.copy()
         sun[:2] = ego2road[:2, :2].T @ sun[:2]
-        shade = 0.45 + 0.55 * np.clip(normal[op] @ sun.astype(np.float32), 0, 1)
-        tex = self._texture(cls, local[op], solids.half[own].astype(np.float32), normal[op])
-        colour = (_ALBEDO[cls] * 255.0) * world.solids.tint[solids.index[own]] * (shade * tex)[:, None]
-        img[op] = np.clip(colour, 0, 255).astype(np.uint8)
+        sun = sun.astype(np.float32)
+
+        def on_hit(i: int, rays: np.ndarray, d: np.ndarray, t_hit: np.ndarray) -> None:
+            normal, pl = raycast.surface(self.origin, d, t_hit, solids, i)
+            cls = int(solids.cls[i])
+            shade = 0.45 + 0.55 * np.clip(normal @ sun, 0, 1)
+            shade *= _texture(cls, pl, solids.half[i].astype(np.float32), normal)
+            base = (_ALBEDO[cls] * 255.0) * world.solids.tint[solids.index[i]]
+            img[rays] = np.clip(shade[:, None] * base, 0, 255).astype(np.uint8)
+            label[rays] = cls
+
+        raycast.zbuffer_solids(self.origin, self.dirs, zbuf, owner, solids,
+                               lambda i: self._silhouette_rays(rect[i], uv[i], ok[i]), zmin, on_hit)
         img = img.reshape(self.h, self.w, 3)
         if self.scale != 1.0:
             img = cv2.resize(img, (IMAGE_WIDTH, IMAGE_HEIGHT), interpolation=cv2.INTER_LINEAR)
-        solid_world = np.full(n, -1, np.int64)
-        solid_world[op] = solids.index[own]
+        solid_world = np.where(owner >= 0, solids.index[np.maximum(owner, 0)], -1)
         return Render(img, zbuf.reshape(self.h, self.w), label.reshape(self.h, self.w),
                       solid_world.reshape(self.h, self.w), self.scale)
 
-    @staticmethod
-    def _texture(cls: np.ndarray, pl: np.ndarray, half: np.ndarray, normal: np.ndarray) -> np.ndarray:
-        """Per-pixel brightness factor giving each class a recognisable pattern."""
-        tex = np.ones(len(cls), np.float32)
-        zrel = (pl[:, 2] + half[:, 2]) / (2 * half[:, 2])  # 0 bottom .. 1 top
+
+def _texture(cls: int, pl: np.ndarray, half: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    """Per-pixel brightness factor (n,) giving class `cls` a recognisable pattern; pl: solid-local
+    hit points (n, 3), half: the solid's half sizes, normal: (n, 3)."""
+    tex = np.ones(len(pl), np.float32)
+    zrel = (pl[:, 2] + half[2]) / (2 * half[2])  # 0 bottom .. 1 top
+    if cls in _VEHICLES:
         vertical = np.abs(normal[:, 2]) < 0.5
-        veh = np.isin(cls, _VEHICLES)
-        tex[veh & vertical & (zrel > 0.55) & (zrel < 0.88)] = 0.35  # windows
-        tex[veh & vertical & (zrel < 0.22)] = 0.25  # wheels / shadow
-        build = cls == L["static.manmade"]
-        u = np.where(np.abs(normal[:, 0]) > 0.5, pl[:, 1], pl[:, 0])
-        win = build & vertical & (half[:, 2] > 1.5) & (np.mod(u, 3.0) > 0.8) & (np.mod(u, 3.0) < 2.2) \
-            & (np.mod(pl[:, 2] + half[:, 2], 3.2) > 1.0) & (np.mod(pl[:, 2] + half[:, 2], 3.2) < 2.4)
-        tex[win] = 0.45
-        veg = cls == L["static.vegetation"]
-        tex[veg] = 0.7 + 0.5 * _hash_noise(pl[veg], 0.25)
-        ped = cls == L["human.pedestrian.adult"]
-        tex[ped & (zrel < 0.5)] = 0.45  # trousers
-        tex[ped & (zrel > 0.87)] = 1.25  # head
-        cone = cls == L["movable_object.trafficcone"]
-        tex[cone & (zrel > 0.45) & (zrel < 0.65)] = 2.0  # reflective band
-        bar = cls == L["movable_object.barrier"]
-        tex[bar & (np.mod(pl[:, 0] + pl[:, 2], 0.8) < 0.4)] = 0.3  # stripes
-        return tex
+        tex[vertical & (zrel > 0.55) & (zrel < 0.88)] = 0.35  # windows
+        tex[vertical & (zrel < 0.22)] = 0.25  # wheels / shadow
+    elif cls == L["static.manmade"] and half[2] > 1.5:  # buildings: a grid of windows
+        vertical = np.abs(normal[:, 2]) < 0.5
+        u = np.mod(np.where(np.abs(normal[:, 0]) > 0.5, pl[:, 1], pl[:, 0]), 3.0)
+        z = np.mod(pl[:, 2] + half[2], 3.2)
+        tex[vertical & (u > 0.8) & (u < 2.2) & (z > 1.0) & (z < 2.4)] = 0.45
+    elif cls == L["static.vegetation"]:
+        tex = 0.7 + 0.5 * _hash_noise(pl, 0.25)
+    elif cls == L["human.pedestrian.adult"]:
+        tex[zrel < 0.5] = 0.45  # trousers
+        tex[zrel > 0.87] = 1.25  # head
+    elif cls == L["movable_object.trafficcone"]:
+        tex[(zrel > 0.45) & (zrel < 0.65)] = 2.0  # reflective band
+    elif cls == L["movable_object.barrier"]:
+        tex[np.mod(pl[:, 0] + pl[:, 2], 0.8) < 0.4] = 0.3  # stripes
+    return tex
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:

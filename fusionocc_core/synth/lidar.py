@@ -78,10 +78,13 @@ class LidarSimulator:
         owner = np.full(n, -1, np.int64)
         normal = np.zeros((n, 3), np.float32)
         normal[:, 2] = 1.0  # the ground's
-        local = np.empty((n, 3), np.float32)
+
+        def on_hit(i: int, rays: np.ndarray, d: np.ndarray, t_hit: np.ndarray) -> None:
+            normal[rays] = raycast.surface(self.origin, d, t_hit, solids, i)[0]
+
         raycast.zbuffer_solids(self.origin, self.dirs, zbuf, owner, solids,
                                lambda i: (rings + np.mod(np.arange(c0[i], c1[i] + 1), self.cols)[None]).ravel(),
-                               zmin, normal, local)
+                               zmin, on_hit)
         zbuf[zbuf > self.max_range] = np.inf
         # firing order: azimuth-major (column, then ring)
         order = np.arange(n).reshape(self.rings, self.cols).T.reshape(-1)

@@ -123,10 +123,11 @@ def surface(origin: np.ndarray, d: np.ndarray, t: np.ndarray, solids: FrameSolid
 
 def zbuffer_solids(origin: np.ndarray, dirs: np.ndarray, zbuf: np.ndarray, owner: np.ndarray,
                    solids: FrameSolids, rays_of: Callable[[int], np.ndarray], zmin: np.ndarray,
-                   normal: np.ndarray, local: np.ndarray) -> None:
-    """Z-buffer solids into `zbuf` / `owner` / `normal` / `local` (per ray, modified in place),
-    nearest solids first. rays_of(i): candidate ray indices of solid i; zmin[i]: a lower bound
-    of its t, so rays already closer than that are skipped untested (exact occlusion culling)."""
+                   on_hit: Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]) -> None:
+    """Z-buffer solids into `zbuf` / `owner` (per ray, modified in place), nearest solids first.
+    rays_of(i): candidate ray indices of solid i; zmin[i]: a lower bound of its t, so rays
+    already closer than that are skipped untested (exact occlusion culling). on_hit(i, rays,
+    dirs, t) is called with the rays solid i now owns (to shade them)."""
     for i in np.argsort(zmin):
         if not np.isfinite(zmin[i]):
             break
@@ -139,7 +140,9 @@ def zbuffer_solids(origin: np.ndarray, dirs: np.ndarray, zbuf: np.ndarray, owner
         d = dirs[rays]
         t = hit_one(origin, d, solids, int(i))
         closer = t < zbuf[rays]
+        if not closer.any():
+            continue
         rays, t = rays[closer], t[closer]
         zbuf[rays] = t
         owner[rays] = i
-        normal[rays], local[rays] = surface(origin, d[closer], t, solids, int(i))
+        on_hit(int(i), rays, d[closer], t)
