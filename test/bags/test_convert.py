@@ -176,6 +176,12 @@ def test_metadata_is_version_8_with_qos_strings(first_bag) -> None:
         qos = topic["topic_metadata"]["offered_qos_profiles"]
         assert isinstance(qos, str) and "durability:" in qos  # Humble parses a YAML string of ints
     assert info["custom_data"]["fusionocc.scene"] == name
+    # the converter's faster YAML path is scoped to its own writes: rosbags is left as it was
+    import rosbags.rosbag2.metadata as rosbags_metadata
+    import rosbags.rosbag2.writer as rosbags_writer
+    from ruamel.yaml import YAML
+
+    assert rosbags_writer.YAML is YAML and rosbags_writer.dump_qos_v8 is rosbags_metadata.dump_qos_v8
 
 
 def test_mcap_ros2_reader_decodes_every_message(first_bag, data_root: Path, nusc) -> None:
