@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,10 @@ CLOCK_PERIOD_S = 0.025  # /clock at 40 Hz between messages, as `ros2 bag play --
 # missed (e.g. it had not matched the writer yet) is re-sent at the next heartbeat, every 3 s in
 # Fast DDS by default.
 FLUSH_TIMEOUT_S = 5.0
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 class PlayError(Exception):
@@ -187,8 +192,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
     import rclpy
+    from rclpy.signals import SignalHandlerOptions
 
-    rclpy.init()
+    # our own handlers: Ctrl-C / SIGTERM stop playback cleanly instead of invalidating the context
+    # under a publish (rclpy's handlers would shut it down mid-loop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     t0 = time.perf_counter()
     try:
         n = play(bag, args.rate, args.loop, args.clock, args.start_delay, args.wait_for_subscribers,

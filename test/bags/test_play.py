@@ -139,11 +139,13 @@ def test_late_joining_subscriber_gets_tf_static(mcap_bags: Path, ros) -> None:
         assert proc.poll() is None, "the player ended: the message may not have come from the latched history"
         assert len(statics) == 1 and same_cdr(statics[0], raws["/tf_static"][0])
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
         try:
-            proc.communicate(timeout=30)
+            _, err = proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+            raise
+    assert proc.returncode == 130 and err.strip().endswith("fusionocc-play: interrupted"), err[-500:]
 
 
 def test_play_rejects_a_path_that_is_not_a_bag(tmp_path: Path, capsys) -> None:
