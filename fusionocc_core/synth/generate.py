@@ -8,7 +8,6 @@ import multiprocessing as mp
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +15,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from fusionocc_core.classes import CAMERA_NAMES, LIDAR_NAME
-from fusionocc_core.synth import occ3d, raycast, tables
+from fusionocc_core.classes import LIDAR_NAME
+from fusionocc_core.synth import occ3d, tables
 from fusionocc_core.synth.camera import CameraRenderer, encode_jpeg
-from fusionocc_core.synth.categories import LIDARSEG_NAMES
+from fusionocc_core.synth.categories import LIDARSEG_INDEX, LIDARSEG_NAMES
 from fusionocc_core.synth.geometry import yaw_to_quat
 from fusionocc_core.synth.lidar import LidarSimulator
 from fusionocc_core.synth.rig import (CAMERA_CALIBRATIONS, CAMERA_FRAMES_PER_KEYFRAME, CAMERA_TRIGGER_OFFSET_US,
@@ -57,13 +56,14 @@ class SceneSpec:
         return f"n015-synth-s{self.seed}-{self.name}"
 
 
-_CACHE: dict = {}
+_CACHE: dict = {}  # per process: worlds and sensor simulators (their ray fans are precomputed)
 
 
 def _world(spec: SceneSpec) -> World:
     key = ("world", spec.seed, spec.index, spec.keyframes)
     if key not in _CACHE:
-        _CACHE.clear() if len(_CACHE) > 16 else None
+        if len(_CACHE) > 8:  # a worker process keeps a few worlds (one per scene it serves)
+            _CACHE.clear()
         _CACHE[key] = build_world(spec.seed, spec.index, spec.duration_s)
     return _CACHE[key]
 
@@ -237,7 +237,6 @@ def _scene_tables(root: Path, spec: SceneSpec, parts: list[dict[str, list[dict]]
 
 def _write_map_png(path: Path, world: World) -> None:
     """The nuScenes semantic-prior map: 255 = driveable surface, 0.1 m/px, origin bottom-left."""
-    from fusionocc_core.synth.categories import LIDARSEG_INDEX
     hr, wr = world.ground_cls.shape
     x0, y0 = world.raster_origin
     corners = np.array([[x0, y0], [x0 + wr * RASTER_RES, y0], [x0, y0 + hr * RASTER_RES],

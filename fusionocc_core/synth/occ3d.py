@@ -64,7 +64,8 @@ def semantics(world: World, t: float, ego2road: np.ndarray) -> np.ndarray:
     z0 = _LOWER[2] + VOXEL_SIZE * np.arange(nz)  # layer bottoms
 
     def z_overlap(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:  # (S,) -> (S, nz) fractions
-        return np.clip(np.minimum(z0 + VOXEL_SIZE, hi[:, None]) - np.maximum(z0, lo[:, None]), 0, None) / VOXEL_SIZE
+        frac = (np.minimum(z0 + VOXEL_SIZE, hi[:, None]) - np.maximum(z0, lo[:, None])) / VOXEL_SIZE
+        return np.where(frac > 1e-6, frac, 0.0)  # touching faces (float round-off) do not overlap
 
     # ground slab: layers overlapping [-0.2, 0], class from the raster under each column
     g_frac = z_overlap(np.array([GROUND_SLAB[0]]), np.array([GROUND_SLAB[1]]))[0]

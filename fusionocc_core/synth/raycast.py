@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from fusionocc_core.synth.world import BOX, CYLINDER, Solids, World
+from fusionocc_core.synth.world import BOX, Solids, World
 
 
 @dataclass
