@@ -217,18 +217,18 @@ def sparse_depth_map(points_ego: np.ndarray, sensor2ego: np.ndarray, intrinsic: 
     the nearest point per pixel with depth in [d_min, d_max), 0 where no point lands."""
     h, w = hw
     xyz = np.asarray(points_ego, np.float64)[:, :3]
+    xyz = xyz[np.isfinite(xyz).all(axis=1)]  # live clouds are untrusted: drop NaN/inf points
     ego2cam = np.linalg.inv(np.asarray(sensor2ego, np.float64))
     cam = xyz @ ego2cam[:3, :3].T + ego2cam[:3, 3]  # (P, 3) camera optical frame
     depth = cam[:, 2]
-    front = depth > 1e-6
+    front = (depth >= max(depth_range[0], 1e-6)) & (depth < depth_range[1])
     cam, depth = cam[front], depth[front]
     uv = cam @ np.asarray(intrinsic, np.float64).T  # (P, 3)
     uv = uv[:, :2] / depth[:, None]
     uv = uv @ np.asarray(post_rot, np.float64)[:2, :2].T + np.asarray(post_tran, np.float64)[:2]
-    px = np.rint(uv).astype(np.int64)  # (P, 2) pixel u, v
-    keep = ((px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h)
-            & (depth >= depth_range[0]) & (depth < depth_range[1]))
-    px, depth = px[keep], depth[keep]
+    px = np.rint(uv)  # (P, 2) pixel u, v
+    keep = (px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h)
+    px, depth = px[keep].astype(np.int64), depth[keep]
     out = np.zeros((h, w), dtype=np.float32)
     if depth.size:
         flat = px[:, 1] * w + px[:, 0]
@@ -236,7 +236,9 @@ def sparse_depth_map(points_ego: np.ndarray, sensor2ego: np.ndarray, intrinsic: 
         flat, depth = flat[order], depth[order]
         first = np.ones(flat.size, dtype=bool)
         first[1:] = flat[1:] != flat[:-1]
-        out.reshape(-1)[flat[first]] = depth[first]
+        # float32 rounding must not lift a depth just below d_max onto d_max
+        below = np.nextafter(np.float32(depth_range[1]), np.float32(0))
+        out.reshape(-1)[flat[first]] = np.minimum(depth[first].astype(np.float32), below)
     return out
 
 

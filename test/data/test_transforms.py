@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from fusionocc_core.config import load_config
 from fusionocc_core.data import transforms as T
@@ -244,3 +248,20 @@ def test_test_image_inputs_for_the_predictor() -> None:
     assert rots2[0, 0, 0].item() == pytest.approx(352 / 800)
     with pytest.raises(ValueError, match="uint8"):
         T.test_image_inputs([images[0].astype(np.float32)], CFG)
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float32, st.tuples(st.integers(0, 300), st.just(5)),
+              elements=st.floats(allow_nan=True, allow_infinity=True, width=32)),
+       st.floats(-math.pi, math.pi))
+def test_sparse_depth_survives_arbitrary_clouds(points: np.ndarray, yaw: float) -> None:
+    """Live LiDAR clouds are untrusted (the predictor feeds them here): NaN, inf and huge values
+    never crash, warn or leak; every depth is finite and within [d_min, d_max)."""
+    aug = T.test_image_aug(SRC_HW, CFG.data.input_size)
+    rot, tran = T.image_aug_matrices(aug)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        depth = T.sparse_depth_map(points, camera_to_ego(yaw), K_NUSC, rot, tran, aug.out_hw, (1.0, 45.0))
+    assert depth.shape == aug.out_hw and depth.dtype == np.float32
+    hit = depth[depth != 0]
+    assert np.all(np.isfinite(hit)) and np.all((hit >= 1.0) & (hit < 45.0))
