@@ -161,3 +161,28 @@ def test_message_class_resolves_type_names() -> None:
     with pytest.raises(play.PlayError, match="no_such_msgs/msg/Thing"):
         play.message_class("no_such_msgs/msg/Thing")
 
+
+
+@pytest.mark.ros
+def test_loop_plays_the_bag_again_until_interrupted(mcap_bags: Path, ros) -> None:
+    from tf2_msgs.msg import TFMessage
+
+    bag = sorted(mcap_bags.iterdir())[0]
+    _, raws, _, _ = bag_messages(bag)
+    make_node, executor = ros
+    node = make_node("loop_listener")
+    stamps: list[int] = []
+    node.create_subscription(TFMessage, "/tf", lambda m: stamps.append(
+        m.transforms[0].header.stamp.sec * 10**9 + m.transforms[0].header.stamp.nanosec), qos_for("/tf"))
+    proc = subprocess.Popen(PLAY + [str(bag), "--loop", "--rate", "4", "--start-delay", "2", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        n = len(raws["/tf"])
+        assert spin_until(executor, lambda: len(stamps) > 2 * n, 90), f"got {len(stamps)} /tf, bag has {n}"
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err[-500:]
+    # the stamps start over: the bag's first /tf stamp comes back after its last one
+    assert stamps.count(stamps[0]) >= 2 and max(stamps) > stamps[0]
