@@ -139,3 +139,24 @@ def test_sigterm_of_a_parallel_run_leaves_no_half_written_bag(root: Path, tmp_pa
     for name in leftovers:  # a scene that finished before the signal is a complete, readable bag
         conns, msgs = E.read_bag(out / name)
         assert len(msgs["/tf_static"]) == 1
+
+
+def test_scene_without_gts_has_no_occupancy_topic(root: Path, tmp_path: Path, nusc) -> None:
+    import shutil
+
+    name = first_scene(root)
+    shutil.rmtree(root / "gts" / name)
+    assert convert.main(["--data-root", str(root), "--version", VERSION, "--scenes", name, "--out", str(tmp_path / "o")]) == 0
+    conns, msgs = E.read_bag(tmp_path / "o" / name)
+    assert "/occupancy/gt" not in conns
+    assert {t: len(v) for t, v in msgs.items()} == E.expected_counts(nusc, root, name, sweeps=False)
+
+
+def test_missing_ground_truth_file_in_a_scene_with_gts(root: Path, tmp_path: Path, capsys) -> None:
+    name = first_scene(root)
+    gt = sorted((root / "gts" / name).glob("*/labels.npz"))[0]
+    gt.unlink()
+    rc, err = run(root, tmp_path / "out", "--scenes", name, capsys=capsys)
+    assert rc == 1 and err.count("\n") == 0
+    assert f"missing ground-truth file {gt}" in err
+    assert not (tmp_path / "out").exists()
