@@ -63,13 +63,6 @@ class ScenePlan:
     calibrations: dict[str, SensorCalibration] = field(default_factory=dict)
     gts: list[GroundTruth] = field(default_factory=list)
 
-    @property
-    def source_bytes(self) -> int:
-        """Total size of the sensor and ground-truth files the bag will hold."""
-        return sum(os.path.getsize(r.path) for r in self.readings) + sum(
-            os.path.getsize(g.path) for g in self.gts
-        )
-
 
 def load_nuscenes(data_root: str | Path, version: str) -> Any:
     """Open the dataset with the nuScenes devkit; one-line PlanError if the tables are missing."""
