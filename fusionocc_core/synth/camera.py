@@ -144,7 +144,7 @@ class CameraRenderer:
         def on_hit(i: int, rays: np.ndarray, d: np.ndarray, t_hit: np.ndarray) -> None:
             normal, pl = raycast.surface(self.origin, d, t_hit, solids, i)
             cls = int(solids.cls[i])
-            shade = 0.45 + 0.55 * np.clip(normal @ sun, 0, 1)
+            shade = 0.45 + 0.55 * np.clip(normal[:, 0] * sun[0] + normal[:, 1] * sun[1] + normal[:, 2] * sun[2], 0, 1)
             shade *= _texture(cls, pl, solids.half[i].astype(np.float32), normal)
             base = (_ALBEDO[cls] * 255.0) * world.solids.tint[solids.index[i]]
             img[rays] = np.clip(shade[:, None] * base, 0, 255).astype(np.uint8)

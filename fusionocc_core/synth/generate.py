@@ -19,7 +19,7 @@ from fusionocc_core.classes import LIDAR_NAME
 from fusionocc_core.synth import occ3d, tables
 from fusionocc_core.synth.camera import CameraRenderer, encode_jpeg
 from fusionocc_core.synth.categories import LIDARSEG_INDEX, LIDARSEG_NAMES
-from fusionocc_core.synth.geometry import yaw_to_quat
+from fusionocc_core.synth.geometry import rigid_inverse, yaw_to_quat
 from fusionocc_core.synth.lidar import LidarSimulator
 from fusionocc_core.synth.rig import (CAMERA_CALIBRATIONS, CAMERA_FRAMES_PER_KEYFRAME, CAMERA_TRIGGER_OFFSET_US,
                                       IMAGE_HEIGHT, IMAGE_WIDTH, KEYFRAME_PERIOD_US, LIDAR_CALIBRATION,
@@ -146,7 +146,7 @@ def run_task(root: Path, spec: SceneSpec, kf: int) -> dict[str, list[dict]]:
         views = []
         for name, t_cam, render in key_cams:
             cam = cams[name]
-            ego2cam = np.linalg.inv(cam.cam2ego) @ np.linalg.inv(world.ego_transform(t_cam)) @ ego2road
+            ego2cam = rigid_inverse(cam.cam2ego) @ rigid_inverse(world.ego_transform(t_cam)) @ ego2road
             views.append((ego2cam, cam.K, render.depth))
         m_cam = occ3d.mask_camera(views)
         gt = root / "gts" / spec.name / sample_token
@@ -249,7 +249,7 @@ def _write_map_png(path: Path, world: World) -> None:
     gx = (np.arange(w_px) + 0.5) * RASTER_RES * coarse
     gy = (h_px - np.arange(h_px) - 0.5) * RASTER_RES * coarse  # row 0 = top = max y
     X, Y = np.meshgrid(gx, gy)
-    inv = np.linalg.inv(g)
+    inv = rigid_inverse(g)
     rx = inv[0, 0] * X + inv[0, 1] * Y + inv[0, 3]
     ry = inv[1, 0] * X + inv[1, 1] * Y + inv[1, 3]
     inside = (rx >= x0) & (rx < x0 + wr * RASTER_RES) & (ry >= y0) & (ry < y0 + hr * RASTER_RES)

@@ -42,3 +42,23 @@ def yaw_transform(x: float, y: float, yaw: float) -> np.ndarray:
 def apply(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Apply a (4, 4) transform to (..., 3) points."""
     return points @ transform[:3, :3].T + transform[:3, 3]
+
+
+def rigid_inverse(transform: np.ndarray) -> np.ndarray:
+    """Inverse of a (4, 4) rigid transform (R^T, -R^T t), without a general matrix inverse."""
+    out = np.eye(4)
+    out[:3, :3] = transform[:3, :3].T
+    out[:3, 3] = -transform[:3, :3].T @ transform[:3, 3]
+    return out
+
+
+def transform_points(points: np.ndarray, rotation: np.ndarray, translation: np.ndarray | None = None) -> np.ndarray:
+    """points (P, 3) -> points @ rotation.T + translation, component-wise (no BLAS threads: the
+    generator runs one process per core)."""
+    r = rotation.astype(points.dtype)
+    out = np.empty_like(points)
+    for a in range(3):
+        out[:, a] = r[a, 0] * points[:, 0] + r[a, 1] * points[:, 1] + r[a, 2] * points[:, 2]
+        if translation is not None:
+            out[:, a] += translation[a]
+    return out

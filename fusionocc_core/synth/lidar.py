@@ -13,6 +13,7 @@ import numpy as np
 from fusionocc_core.synth import raycast
 from fusionocc_core.synth.rig import (LIDAR_AZIMUTH_STEPS, LIDAR_CALIBRATION, LIDAR_ELEVATIONS_DEG,
                                       LIDAR_MAX_RANGE)
+from fusionocc_core.synth.geometry import transform_points
 from fusionocc_core.synth.world import REFLECTIVITY, World
 
 _REFLECT = np.array([REFLECTIVITY.get(c, 0.2) for c in range(32)], np.float32)
@@ -97,7 +98,7 @@ class LidarSimulator:
         labels[is_obj] = solids.cls[own[is_obj]]
         # ground: class and brightness (lane markings reflect) from the raster
         g = np.flatnonzero(~is_obj)
-        p_road = p_ego[g] @ ego2road[:3, :3].T + ego2road[:3, 3]
+        p_road = transform_points(p_ego[g], ego2road[:3, :3], ego2road[:3, 3])
         cell = world.ground_lookup(p_road[:, 0], p_road[:, 1])
         labels[g] = world.ground_cls.reshape(-1)[cell]
         # intensity: reflectivity x incidence; painted ground reflects more
@@ -106,7 +107,7 @@ class LidarSimulator:
         paint = world.ground_rgb.reshape(-1, 3)[cell].mean(1) / 255.0
         refl[g] *= np.where(paint > 0.8, 6.0, 1.0)
         intensity = np.clip(255.0 * refl * (0.25 + 0.75 * cos_inc) + rng.normal(0, 1.5, hit.size), 0, 255)
-        p_lidar = (p_ego - self.origin) @ self.lidar2ego[:3, :3]
+        p_lidar = transform_points(p_ego - self.origin, self.lidar2ego[:3, :3].T)
         points = np.concatenate([p_lidar, intensity[:, None], self.ring[hit, None]], 1).astype(np.float32)
         solid_world = np.where(is_obj, solids.index[np.maximum(own, 0)], -1)
         return Sweep(points, labels, solid_world, p_ego)

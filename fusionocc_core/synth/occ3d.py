@@ -14,6 +14,7 @@ import numpy as np
 
 from fusionocc_core.classes import FREE_LABEL, GRID_LOWER, GRID_SHAPE, GRID_UPPER, VOXEL_SIZE
 from fusionocc_core.synth import raycast
+from fusionocc_core.synth.geometry import rigid_inverse, transform_points
 from fusionocc_core.synth.categories import LIDARSEG_TO_OCC
 from fusionocc_core.synth.world import BOX, World
 
@@ -154,14 +155,14 @@ def mask_camera(cameras: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.
         z_s = depth[v_px, u_px]
         x_s = (u_px - np.float32(K[0, 2])) * np.float32(1 / K[0, 0]) * z_s
         y_s = (v_px - np.float32(K[1, 2])) * np.float32(1 / K[1, 1]) * z_s
-        cam2ego = np.linalg.inv(ego2cam).astype(np.float32)
+        cam2ego = rigid_inverse(ego2cam).astype(np.float32)
         inside = np.ones(len(z_s), bool)
         for a in range(3):
             coord = cam2ego[a, 0] * x_s + cam2ego[a, 1] * y_s + cam2ego[a, 2] * z_s + cam2ego[a, 3]
             inside &= (coord >= lower[a]) & (coord <= upper[a])
         surface = np.full((h, w), np.inf, np.float32)
         surface[v_px[inside], u_px[inside]] = z_s[inside]
-        p = centres @ ego2cam[:3, :3].T.astype(np.float32) + ego2cam[:3, 3].astype(np.float32)
+        p = transform_points(centres, ego2cam[:3, :3], ego2cam[:3, 3])
         z = p[:, 2]
         front = np.flatnonzero(z > 0.1)
         u = np.floor(K[0, 0] * p[front, 0] / z[front] + K[0, 2] + 0.5).astype(np.int64)

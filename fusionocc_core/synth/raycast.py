@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from fusionocc_core.synth.geometry import rigid_inverse
 from fusionocc_core.synth.world import BOX, Solids, World
 
 
@@ -52,7 +53,7 @@ def solids_in_ego(world: World, t: float, ego2road: np.ndarray, max_dist: float)
     `max_dist` (xy, plus the solid's radius) of the ego origin."""
     s: Solids = world.solids
     centre = s.centre_at(t)
-    road2ego = np.linalg.inv(ego2road)
+    road2ego = rigid_inverse(ego2road)
     c_ego = centre @ road2ego[:3, :3].T + road2ego[:3, 3]
     ego_yaw = np.arctan2(ego2road[1, 0], ego2road[0, 0])
     radius = np.hypot(s.half[:, 0], s.half[:, 1])
@@ -103,22 +104,32 @@ def hit_one(origin: np.ndarray, d: np.ndarray, solids: FrameSolids, i: int) -> n
 def surface(origin: np.ndarray, d: np.ndarray, t: np.ndarray, solids: FrameSolids, i: int
             ) -> tuple[np.ndarray, np.ndarray]:
     """Unit normals (n, 3) in the frame and solid-local hit points (n, 3) for rays hitting solid i."""
-    c, s = solids.cos[i], solids.sin[i]
-    rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], np.float32)  # local -> frame
-    pl = (d * t[:, None]) @ rot + ((origin - solids.centre[i]) @ rot).astype(np.float32)
-    h = solids.half[i].astype(np.float32)
-    n_local = np.zeros_like(pl)
-    rows = np.arange(len(pl))
-    if solids.kind[i] == BOX:
-        axis = (np.abs(pl) / h).argmax(1)
-        n_local[rows, axis] = np.sign(pl[rows, axis])
+    c, s = np.float32(solids.cos[i]), np.float32(solids.sin[i])
+    rx, ry, rz = (origin - solids.centre[i]).astype(np.float32)
+    px, py, pz = rx + d[:, 0] * t, ry + d[:, 1] * t, rz + d[:, 2] * t  # hit - centre, frame axes
+    pl = np.empty((len(t), 3), np.float32)
+    pl[:, 0], pl[:, 1], pl[:, 2] = c * px + s * py, c * py - s * px, pz
+    hx, hy, hz = solids.half[i].astype(np.float32)
+    nx = np.zeros(len(t), np.float32)
+    ny = np.zeros(len(t), np.float32)
+    nz = np.zeros(len(t), np.float32)
+    if solids.kind[i] == BOX:  # the face whose slab the point is at
+        ax, ay, az = np.abs(pl[:, 0]) / hx, np.abs(pl[:, 1]) / hy, np.abs(pl[:, 2]) / hz
+        on_x = (ax >= ay) & (ax >= az)
+        on_y = ~on_x & (ay >= az)
+        on_z = ~on_x & ~on_y
+        nx[on_x] = np.sign(pl[on_x, 0])
+        ny[on_y] = np.sign(pl[on_y, 1])
+        nz[on_z] = np.sign(pl[on_z, 2])
     else:
-        cap = np.abs(pl[:, 2]) >= h[2] - 1e-3
+        cap = np.abs(pl[:, 2]) >= hz - 1e-3
         rad = np.maximum(np.hypot(pl[:, 0], pl[:, 1]), 1e-6)
-        n_local[:, 0] = np.where(cap, 0.0, pl[:, 0] / rad)
-        n_local[:, 1] = np.where(cap, 0.0, pl[:, 1] / rad)
-        n_local[:, 2] = np.where(cap, np.sign(pl[:, 2]), 0.0)
-    return n_local @ rot.T, pl
+        nx = np.where(cap, 0.0, pl[:, 0] / rad).astype(np.float32)
+        ny = np.where(cap, 0.0, pl[:, 1] / rad).astype(np.float32)
+        nz = np.where(cap, np.sign(pl[:, 2]), 0.0).astype(np.float32)
+    normal = np.empty((len(t), 3), np.float32)
+    normal[:, 0], normal[:, 1], normal[:, 2] = c * nx - s * ny, s * nx + c * ny, nz
+    return normal, pl
 
 
 def zbuffer_solids(origin: np.ndarray, dirs: np.ndarray, zbuf: np.ndarray, owner: np.ndarray,
