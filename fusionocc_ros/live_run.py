@@ -75,7 +75,8 @@ def run_live(bag: Path, out_bag: Path, checkpoint: Path, params_file: Path, expe
                 if recorder.poll() is not None or node.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the node or the recorder did not come up: see " + str(log_dir))
                 time.sleep(0.2)
-            subprocess.run([_tool("fusionocc-play"), str(bag), "--rate", str(rate)], check=True, env=env,
+            subprocess.run([_tool("fusionocc-play"), str(bag), "--rate", str(rate), "--wait-for-subscribers", "60",
+                            "--quiet"], check=True, env=env,
                            stdout=subprocess.DEVNULL, timeout=timeout_s)
             try:
                 recorder.wait(timeout=max(timeout_s / 2, 30))  # exits once --count frames are in

@@ -29,7 +29,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PY=$VENV/bin/python
-pins_hash=$(cat requirements.txt setup.py | sha1sum | cut -c1-12)
+# re-install when the pins, setup.py or the set of top-level packages change (editable mapping)
+pins_hash=$( (cat requirements.txt setup.py; ls -d */__init__.py) | sha1sum | cut -c1-12)
 stamp=$VENV/.fusionocc-deps-$pins_hash
 if [ ! -f "$stamp" ]; then
   say "installing torch 2.13.0 and the pinned dependencies (requirements.txt)"
