@@ -22,7 +22,7 @@ _REFLECT = np.array([REFLECTIVITY.get(c, 0.2) for c in range(32)], np.float32)
 @dataclass
 class Sweep:
     """One simulated sweep: points (P, 5) in the LiDAR frame, labels (P,) lidarseg uint8,
-    solid (P,) world solid index or -1 (ground), origin-relative ego-frame points (P, 3)."""
+    solid (P,) world solid index or -1 (ground), points_ego (P, 3) in the ego frame."""
 
     points: np.ndarray
     labels: np.ndarray

@@ -1,6 +1,6 @@
 """nuScenes v1.0 table records: deterministic tokens, the static tables (sensor, category,
-attribute, visibility), scene names from the devkit's splits, and atomic-free JSON writing
-(the whole root is renamed into place by the caller)."""
+attribute, visibility), scene names from the devkit's splits, and JSON writing (into the
+temporary root that the caller renames into place)."""
 from __future__ import annotations
 
 import hashlib
