@@ -10,12 +10,12 @@ VERSION = "v1.0-mini"
 
 @pytest.fixture(scope="session")
 def scene_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One synthetic scene of 3 key-frames converted with fusionocc-convert (MCAP)."""
+    """One synthetic scene of 4 key-frames converted with fusionocc-convert (MCAP)."""
     from fusionocc_core.synth import generate
     from rosbag_tools import convert
 
     root = tmp_path_factory.mktemp("node_data")
-    data = generate(root / "data", scenes=1, keyframes=3, seed=11, version=VERSION)
+    data = generate(root / "data", scenes=1, keyframes=4, seed=11, version=VERSION)
     assert convert.main(["--data-root", str(data), "--version", VERSION, "--out", str(root / "bags")]) == 0
     (bag,) = (root / "bags").iterdir()
     return bag
