@@ -45,6 +45,22 @@ CLASS_INDEX: dict[str, int] = {c.name: c.index for c in OCC_CLASSES}
 PALETTE: np.ndarray = np.array([c.rgb for c in OCC_CLASSES], dtype=np.uint8)
 PALETTE.setflags(write=False)
 
+# nuScenes-lidarseg category name -> Occ3D class index (the reference's nuscenes.yaml learning_map):
+# the 16 evaluated classes, everything else (noise, rare classes, ego) -> 0 "others".
+LIDARSEG_NAME_TO_OCC: dict[str, int] = {
+    "noise": 0, "animal": 0,
+    "human.pedestrian.adult": 7, "human.pedestrian.child": 7,
+    "human.pedestrian.construction_worker": 7, "human.pedestrian.police_officer": 7,
+    "human.pedestrian.personal_mobility": 0, "human.pedestrian.stroller": 0, "human.pedestrian.wheelchair": 0,
+    "movable_object.barrier": 1, "movable_object.debris": 0, "movable_object.pushable_pullable": 0,
+    "movable_object.trafficcone": 8, "static_object.bicycle_rack": 0,
+    "vehicle.bicycle": 2, "vehicle.bus.bendy": 3, "vehicle.bus.rigid": 3, "vehicle.car": 4,
+    "vehicle.construction": 5, "vehicle.emergency.ambulance": 0, "vehicle.emergency.police": 0,
+    "vehicle.motorcycle": 6, "vehicle.trailer": 9, "vehicle.truck": 10,
+    "flat.driveable_surface": 11, "flat.other": 12, "flat.sidewalk": 13, "flat.terrain": 14,
+    "static.manmade": 15, "static.other": 0, "static.vegetation": 16, "vehicle.ego": 0,
+}
+
 # The six cameras in the model's order, and their lower-case topic prefixes.
 CAMERA_NAMES: tuple[str, ...] = (
     "CAM_FRONT_LEFT",

@@ -37,7 +37,7 @@ from typing import Any, Iterable
 import numpy as np
 from tqdm import tqdm
 
-from fusionocc_core.classes import CAMERA_NAMES, FREE_LABEL, LIDAR_NAME
+from fusionocc_core.classes import CAMERA_NAMES, FREE_LABEL, LIDAR_NAME, LIDARSEG_NAME_TO_OCC
 from fusionocc_core.data import poses
 from fusionocc_core.data.io import DataError, encode_label_map, read_lidarseg, read_points
 
@@ -47,20 +47,7 @@ NUSCENES_TABLES = ("category", "attribute", "visibility", "instance", "sensor", 
 IMGSEG_STRIDE = 8
 IMGSEG_MIN_DEPTH = 0.1
 
-# nuScenes-lidarseg category -> Occ3D class (the reference's nuscenes.yaml learning_map)
-LIDARSEG_TO_OCC: dict[str, int] = {
-    "noise": 0, "animal": 0,
-    "human.pedestrian.adult": 7, "human.pedestrian.child": 7,
-    "human.pedestrian.construction_worker": 7, "human.pedestrian.police_officer": 7,
-    "human.pedestrian.personal_mobility": 0, "human.pedestrian.stroller": 0, "human.pedestrian.wheelchair": 0,
-    "movable_object.barrier": 1, "movable_object.debris": 0, "movable_object.pushable_pullable": 0,
-    "movable_object.trafficcone": 8, "static_object.bicycle_rack": 0,
-    "vehicle.bicycle": 2, "vehicle.bus.bendy": 3, "vehicle.bus.rigid": 3, "vehicle.car": 4,
-    "vehicle.construction": 5, "vehicle.emergency.ambulance": 0, "vehicle.emergency.police": 0,
-    "vehicle.motorcycle": 6, "vehicle.trailer": 9, "vehicle.truck": 10,
-    "flat.driveable_surface": 11, "flat.other": 12, "flat.sidewalk": 13, "flat.terrain": 14,
-    "static.manmade": 15, "static.other": 0, "static.vegetation": 16, "vehicle.ego": 0,
-}
+LIDARSEG_TO_OCC = LIDARSEG_NAME_TO_OCC  # nuScenes-lidarseg name -> Occ3D class (fusionocc_core.classes)
 
 
 def load_nuscenes(data_root: str | Path, version: str) -> Any:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fusionocc_core.classes import LIDARSEG_NAME_TO_OCC
+
 # (lidarseg index, name, description), in the index order of nuScenes-lidarseg's category.json.
 LIDARSEG_CATEGORIES: tuple[tuple[int, str, str], ...] = (
     (0, "noise", "Any lidar return that does not correspond to a physical object."),
@@ -45,30 +47,8 @@ LIDARSEG_CATEGORIES: tuple[tuple[int, str, str], ...] = (
 LIDARSEG_NAMES: tuple[str, ...] = tuple(name for _, name, _ in LIDARSEG_CATEGORIES)
 LIDARSEG_INDEX: dict[str, int] = {name: idx for idx, name, _ in LIDARSEG_CATEGORIES}
 
-# The nuScenes-lidarseg 32 -> 16 (+ 0 = others) mapping used by Occ3D / FusionOcc
-# (`nuscenes.yaml` learning_map): noise and rare classes -> 0 "others".
-_OCC_OF_NAME: dict[str, int] = {
-    "movable_object.barrier": 1,
-    "vehicle.bicycle": 2,
-    "vehicle.bus.bendy": 3,
-    "vehicle.bus.rigid": 3,
-    "vehicle.car": 4,
-    "vehicle.construction": 5,
-    "vehicle.motorcycle": 6,
-    "human.pedestrian.adult": 7,
-    "human.pedestrian.child": 7,
-    "human.pedestrian.construction_worker": 7,
-    "human.pedestrian.police_officer": 7,
-    "movable_object.trafficcone": 8,
-    "vehicle.trailer": 9,
-    "vehicle.truck": 10,
-    "flat.driveable_surface": 11,
-    "flat.other": 12,
-    "flat.sidewalk": 13,
-    "flat.terrain": 14,
-    "static.manmade": 15,
-    "static.vegetation": 16,
-}
+# The nuScenes-lidarseg 32 -> 16 (+ 0 = others) mapping of fusionocc_core.classes.
+_OCC_OF_NAME: dict[str, int] = LIDARSEG_NAME_TO_OCC
 # (32,) uint8: LIDARSEG_TO_OCC[lidarseg_index] = Occ3D class index (0..16).
 LIDARSEG_TO_OCC: np.ndarray = np.array([_OCC_OF_NAME.get(n, 0) for n in LIDARSEG_NAMES], np.uint8)
 LIDARSEG_TO_OCC.setflags(write=False)
