@@ -74,6 +74,8 @@ class Predictor:
 
             self.checkpoint_kind = load_model_weights(self.model, path)
         self.model.eval().to(self.device)
+        if self.device.type == "cpu":
+            self.model.set_channels_last_3d(True)  # measured faster on CPU; CUDA keeps cuDNN's default
         self._encode = self.model.encode_images
         if compile:
             self._encode = torch.compile(self.model.encode_images)

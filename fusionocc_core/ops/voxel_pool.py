@@ -52,7 +52,10 @@ def plan_voxel_pool(coords: torch.Tensor, lower: tuple[float, float, float],
 
 
 def voxel_pool(depth: torch.Tensor, feat: torch.Tensor, plan: VoxelPoolPlan) -> torch.Tensor:
-    """Sum depth x feature per voxel: depth (B, N, D, H, W), feat (B, N, C, H, W) -> (B, C, Z, Y, X)."""
+    """Sum depth x feature per voxel: depth (B, N, D, H, W), feat (B, N, C, H, W) -> (B, C, Z, Y, X).
+
+    The result is a permuted view laid out channels_last_3d in memory (call .contiguous() if needed).
+    """
     B, N, D, H, W = depth.shape
     C = feat.shape[2]
     if feat.shape[:2] != (B, N) or feat.shape[3:] != (H, W):
@@ -63,7 +66,7 @@ def voxel_pool(depth: torch.Tensor, feat: torch.Tensor, plan: VoxelPoolPlan) -> 
     feat_rows = feat.permute(0, 1, 3, 4, 2).reshape(B * N * H * W, C)  # (B*N*H*W, C)
     contrib = depth.reshape(-1)[plan.ranks_depth].unsqueeze(1) * feat_rows[plan.ranks_feat]  # (P, C)
     out = feat.new_zeros(B * Z * Y * X, C).index_add_(0, plan.ranks_voxel, contrib.to(feat.dtype))
-    return out.view(B, Z, Y, X, C).permute(0, 4, 1, 2, 3).contiguous()  # (B, C, Z, Y, X)
+    return out.view(B, Z, Y, X, C).permute(0, 4, 1, 2, 3)  # (B, C, Z, Y, X), channels_last_3d in memory
 
 
 def geometry_key(*tensors: torch.Tensor) -> str:

@@ -67,6 +67,19 @@ def test_eval_forward_is_deterministic_and_uses_both_frames_and_lidar(model, cfg
         assert not torch.equal(model(no_lidar)["occ_logits"], again)
 
 
+def test_channels_last_3d_layout_gives_the_same_result(model, eval_outputs):
+    batch, out = eval_outputs
+    model.set_channels_last_3d(True)
+    try:
+        assert model.final_conv.conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+        with torch.inference_mode():
+            res = model(batch)["occ_logits"]
+    finally:
+        model.set_channels_last_3d(False)
+    assert model.final_conv.conv.weight.is_contiguous()
+    assert torch.allclose(res, out["occ_logits"], atol=1e-4)
+
+
 def test_empty_and_garbage_point_clouds_give_the_image_only_result(model, cfg, eval_outputs):
     batch, _ = eval_outputs
     nan_rows = torch.tensor([[float("nan"), 0, 0, 1, 1], [0, float("inf"), 0, 1, 1], [1e6, 0, 0, 1, 1],
