@@ -172,8 +172,9 @@ class Predictor:
                     feats.append(computed[id(frame)])
                 out = self.model.forward_features(batch, feats)
                 t_post = time.perf_counter()
-                probs = out["occ_logits"][0].float().softmax(dim=-1)  # (X, Y, Z, classes)
-                conf, labels = probs.max(dim=-1)
+                logits = out["occ_logits"][0].float()  # (X, Y, Z, classes)
+                top, labels = logits.max(dim=-1)
+                conf = torch.exp(logits - top.unsqueeze(-1)).sum(dim=-1).reciprocal_()  # = max softmax
                 labels_np = labels.to(torch.uint8).cpu().numpy()
                 conf_np = (conf * 255.0).round_().to(torch.uint8).cpu().numpy()
         finally:
