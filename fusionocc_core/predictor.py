@@ -77,9 +77,10 @@ class Predictor:
         if self.device.type == "cpu":
             self.model.set_channels_last_3d(True)  # measured faster on CPU; CUDA keeps cuDNN's default
         self._encode = self.model.encode_images
-        if compile:
-            self._encode = torch.compile(self.model.encode_images)
-            self.model.img_bev_encoder_backbone = torch.compile(self.model.img_bev_encoder_backbone)
+        if compile:  # in place (nn.Module.compile): parameter names and state_dict keys stay unchanged
+            for module in (self.model.img_backbone, self.model.img_neck, self.model.img_bev_encoder_backbone,
+                           self.model.img_bev_encoder_neck):
+                module.compile()
         self.num_frames = self.model.num_frames
         self._features: dict[int, torch.Tensor] = {}  # stamp_ns -> (1, N, C, h, w)
         self.backbone_runs = 0  # frames that went through the backbone
