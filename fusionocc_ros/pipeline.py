@@ -49,6 +49,8 @@ class PipelineSettings:
     marker_lifetime_s: float = 1.0
     marker_alpha: float = 1.0
     publish_confidence: bool = True
+    tf_wait_s: float = 1.0  # stream time a set may wait for its TF / calibration
+    max_held: int = 4  # sets waiting for TF at most
 
 
 @dataclass
@@ -98,7 +100,8 @@ class OccupancyPipeline:
         )
         self.rebuild_encoders()
         self.frames_in = 0
-        self._held: SyncedSet | None = None
+        self._held: list[SyncedSet] = []  # sets waiting for calibration / TF, oldest first
+        self._clock = 0  # newest LiDAR stamp of a synchronized set
         self.frames_out = 0
 
     def rebuild_encoders(self) -> None:
@@ -165,27 +168,46 @@ class OccupancyPipeline:
         return self._observe(self.sync.flush())
 
     def _observe(self, sets: list[SyncedSet]) -> list[SyncedSet]:
-        """Remember every set as history; pass them on once calibration is complete.
+        """Remember every set as history; pass a set on once its calibration and TF have arrived.
 
-        Until then (the start-up gate) the newest set is held and released by the CameraInfo or
-        TF message that completes the calibration, so arrival order across topics does not
-        decide whether the first frame is inferred."""
+        Like tf2's MessageFilter: a set whose transforms are not in the buffer yet (the start-up
+        gate, or /tf arriving after the images it belongs to) is held and released by the
+        CameraInfo/TF message that completes it, so arrival order across topics never decides
+        whether a frame is inferred. Sets held longer than `tf_wait_s` of stream time are dropped
+        (`tf_timeout`); at most `max_held` are held (the oldest is dropped, `hold_overflow`)."""
         for s in sets:  # every set is history, even those the worker skips (latest wins)
             self.assembler.observe_set(s)
-        self.frames_in += len(sets)
-        if sets and self.waiting_for():
-            if self._held is not None:
-                self.drops["not_ready"] += 1
-            self.drops["not_ready"] += len(sets) - 1
-            self._held = sets[-1]
-            return []
-        return sets
+            self.frames_in += 1
+            self._held.append(s)
+            self._clock = max(self._clock, s.lidar_stamp_ns)
+        return self._release_held()
 
     def _release_held(self) -> list[SyncedSet]:
-        if self._held is None or self.waiting_for():
-            return []
-        held, self._held = self._held, None
-        return [held]
+        """The held sets that are ready now (oldest first); expire the ones waited on too long."""
+        ready: list[SyncedSet] = []
+        keep: list[SyncedSet] = []
+        for s in self._held:
+            if self._ready(s):
+                ready.append(s)
+            elif self._clock - s.lidar_stamp_ns > self.settings.tf_wait_s * 1e9:
+                self._problem("tf_timeout", f"no calibration/TF for the set at {s.lidar_stamp_ns / 1e9:.3f} s: "
+                              + "; ".join(self.waiting_for() or [f"'{self.settings.fixed_frame}' -> "
+                                                                 f"'{self.settings.ego_frame}' at its camera stamps"]))
+            else:
+                keep.append(s)
+        while len(keep) > self.settings.max_held:
+            dropped = keep.pop(0)
+            self._problem("hold_overflow", f"set at {dropped.lidar_stamp_ns / 1e9:.3f} s still waiting for TF")
+        self._held = keep
+        return ready
+
+    def _ready(self, s: SyncedSet) -> bool:
+        if self.waiting_for():
+            return False
+        fixed, ego = self.settings.fixed_frame, self.settings.ego_frame
+        if not fixed:
+            return True
+        return all(self.tf.can_transform(fixed, ego, t) for t in (s.lidar_stamp_ns, *s.camera_stamps_ns))
 
     def waiting_for(self) -> list[str]:
         """What the start-up gate still waits for (empty when inference can start)."""
