@@ -47,7 +47,8 @@ def _stop(proc: subprocess.Popen, timeout: float = 20.0) -> int:
 
 def run_live(bag: Path, out_bag: Path, checkpoint: Path, params_file: Path, expected_frames: int,
              overrides: dict[str, Any] | None = None, rate: float = 0.25, timeout_s: float = 300.0,
-             log_dir: Path | None = None, cameras: tuple[str, ...] | None = None) -> LiveRunResult:
+             log_dir: Path | None = None, cameras: tuple[str, ...] | None = None,
+             sim_time: bool = False, settle_s: float | None = None) -> LiveRunResult:
     """Play `bag` into a live node and record its outputs to `out_bag` (see the module docstring)."""
     from fusionocc_core.classes import CAMERA_NAMES
 
@@ -55,6 +56,8 @@ def run_live(bag: Path, out_bag: Path, checkpoint: Path, params_file: Path, expe
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     params = {"model.checkpoint": str(checkpoint), "input_qos": "reliable", **(overrides or {})}
+    if sim_time:  # the player publishes /clock; the node runs on bag time
+        params["use_sim_time"] = True
     node_log = log_dir / "node.log"
     rec_log = log_dir / "record.log"
     ready = log_dir / ".record_ready"
@@ -76,10 +79,11 @@ def run_live(bag: Path, out_bag: Path, checkpoint: Path, params_file: Path, expe
                     raise RuntimeError("the node or the recorder did not come up: see " + str(log_dir))
                 time.sleep(0.2)
             subprocess.run([_tool("fusionocc-play"), str(bag), "--rate", str(rate), "--wait-for-subscribers", "60",
-                            "--quiet"], check=True, env=env,
+                            "--quiet", *(["--clock"] if sim_time else [])], check=True, env=env,
                            stdout=subprocess.DEVNULL, timeout=timeout_s)
             try:
-                recorder.wait(timeout=max(timeout_s / 2, 30))  # exits once --count frames are in
+                # the recorder exits once --count frames are in; else give the node settle_s more
+                recorder.wait(timeout=settle_s if settle_s is not None else max(timeout_s / 2, 30))
             except subprocess.TimeoutExpired:
                 _stop(recorder)
         finally:
