@@ -3,7 +3,9 @@
 Steps, each skipped when its output already exists (delete demo_output/ to start over):
   1. fusionocc-synth      a small synthetic world (train scenes + one held-out scene)
   2. fusionocc-prepare    info pickles for the train and the held-out scenes
-  3. fusionocc-train      the tiny preset on CPU for a few minutes (DEMO_TRAIN_ITERS)
+  3. model               the tiny checkpoint shipped in demo/ (trained by benchmarks/train_curve.py on
+                          other synthetic scenes), or, with DEMO_TRAIN_ITERS=N, fusionocc-train for N
+                          iterations on the demo's own training scenes
   4. fusionocc-convert    the held-out scene -> rosbag2 (MCAP)
   5. live graph           fusionocc-node + fusionocc-record, fed by fusionocc-play over loopback DDS
   6. score + picture      fusionocc-bag-extract -> fusionocc-score; predicted vs ground truth BEV
@@ -25,7 +27,8 @@ BIN = Path(sys.executable).parent
 VERSION = "v1.0-mini"
 SCENES = int(os.environ.get("DEMO_SCENES", "4"))
 KEYFRAMES = int(os.environ.get("DEMO_KEYFRAMES", "10"))
-TRAIN_ITERS = int(os.environ.get("DEMO_TRAIN_ITERS", "150"))
+TRAIN_ITERS = int(os.environ.get("DEMO_TRAIN_ITERS", "0"))
+SHIPPED_CHECKPOINT = REPO / "demo" / "tiny_synth.pth"
 
 
 def step(title: str) -> None:
@@ -59,11 +62,16 @@ def main() -> int:
     scene_frames = [i for i in val if i["scene_name"] == scene]
 
     work = OUT / "train"
-    checkpoint = work / "latest.pth"
-    if not checkpoint.exists():
-        step(f"3/6 train the tiny preset for {TRAIN_ITERS} iterations on CPU")
-        run("fusionocc-train", "--config", "tiny", "--data-root", data, "--infos", train_infos, "--work-dir", work,
-            "--max-iters", TRAIN_ITERS, "--device", "cpu", "--no-progress")
+    if TRAIN_ITERS > 0 or not SHIPPED_CHECKPOINT.exists():
+        checkpoint = work / "latest.pth"
+        iters = TRAIN_ITERS or 150
+        if not checkpoint.exists():
+            step(f"3/6 train the tiny preset for {iters} iterations on CPU")
+            run("fusionocc-train", "--config", "tiny", "--data-root", data, "--infos", train_infos, "--work-dir", work,
+                "--max-iters", iters, "--device", "cpu", "--threads", "1")
+    else:
+        checkpoint = SHIPPED_CHECKPOINT
+        step(f"3/6 model: {checkpoint.relative_to(REPO)} (set DEMO_TRAIN_ITERS=N to train one instead)")
 
     bags = OUT / "bags"
     if not (bags / scene).exists():
