@@ -316,6 +316,7 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
     sums: dict[str, float] = {}
     last_losses: dict[str, float] = {}
     last_val: dict[str, Any] | None = None
+    val_time = 0.0
     data_iter: Iterator = iter(loader)
     train_model.train()
     iteration = start_iter
@@ -359,7 +360,8 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
             if info.is_main:
                 row = {"iteration": done, **{k: means[k] for k in ("loss", *sorted(losses))}, "grad_norm": means["grad_norm"],
                        "lr": optimizer.param_groups[0]["lr"], "samples_per_s": window_iters * global_batch / elapsed,
-                       "elapsed_s": time.perf_counter() - t_start}
+                       "elapsed_s": time.perf_counter() - t_start,
+                       "train_s": time.perf_counter() - t_start - val_time}
                 log.write(row)
                 bar.set_postfix(loss=f"{means['loss']:.4f}", lr=f"{row['lr']:.2e}")
             last_losses = means
@@ -367,17 +369,20 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
         if done % ckpt_every == 0 or done == max_iters:
             save(done)
         if val_dataset is not None and (done % val_every == 0 or done == max_iters):
+            t_val = time.perf_counter()
             if info.is_main:
                 last_val = validate(model, val_dataset, info.device, val_mask, done, val_log, opts.amp)
                 train_model.train()
             if info.distributed:
                 dist.barrier()
+            val_time += time.perf_counter() - t_val
+            t_window += time.perf_counter() - t_val  # keep samples/s a training figure
     bar.close()
     wall = time.perf_counter() - t_start
     run_iters = max_iters - start_iter
     summary = {"iterations": max_iters, "resumed_from": start_iter if opts.resume else None,
-               "world_size": info.world_size, "global_batch": global_batch, "wall_s": wall,
-               "samples_per_s": run_iters * global_batch / wall if wall > 0 else float("nan"),
+               "world_size": info.world_size, "global_batch": global_batch, "wall_s": wall, "val_s": val_time,
+               "samples_per_s": run_iters * global_batch / (wall - val_time) if wall > val_time else float("nan"),
                "final_losses": last_losses, "checkpoint": str(latest), "val": last_val}
     if info.distributed:
         dist.barrier()
@@ -480,8 +485,9 @@ def print_summary(s: dict[str, Any]) -> None:
     losses = ", ".join(f"{k}={v:.4f}" for k, v in sorted(s["final_losses"].items()) if k != "grad_norm")
     print(f"trained {s['iterations']} iterations"
           + (f" (resumed at {s['resumed_from']})" if s["resumed_from"] is not None else "")
-          + f" on {s['world_size']} process(es), global batch {s['global_batch']}: {s['wall_s']:.1f} s, "
-            f"{s['samples_per_s']:.2f} samples/s")
+          + f" on {s['world_size']} process(es), global batch {s['global_batch']}: {s['wall_s']:.1f} s"
+          + (f" ({s['val_s']:.1f} s of it validating)" if s["val_s"] else "")
+          + f", {s['samples_per_s']:.2f} samples/s")
     print(f"final losses: {losses}")
     if s["val"]:
         print(f"validation at {s['val']['iteration']}: mIoU {s['val']['miou']:.2f} (mask {s['val']['mask']})")
