@@ -80,9 +80,9 @@ def write_predictions(model: nn.Module, dataset, device: torch.device, out_dir: 
 
 
 def score_written(out_dir: Path, dataset, tokens: list[str], mask: str, rayiou: bool = False,
-                  progress: bool | None = None) -> score.ScoreResult | None:
+                  progress: bool | None = None, infos: Path | None = None) -> score.ScoreResult | None:
     """Score the files just written against the split's gts (fusionocc-score's loaders and metric);
-    None when the split has no ground truth."""
+    None when the split has no ground truth. RayIoU casts from the SparseOcc origins of `infos`."""
     by_token = {info["token"]: info for info in dataset.infos}
     gt_paths = [Path(dataset.root) / by_token[t]["occ_path"] / "labels.npz" for t in tokens]
     if not all(p.is_file() for p in gt_paths):
@@ -90,7 +90,11 @@ def score_written(out_dir: Path, dataset, tokens: list[str], mask: str, rayiou: 
     pairs = ((score.load_prediction(Path(out_dir) / f"{t}.npz"), score.load_ground_truth(p, mask))
              for t, p in tqdm(list(zip(tokens, gt_paths)), desc="score", unit="sample",
                               disable=(None if progress is None else not progress)))
-    return score.score_pairs(pairs, mask=mask, rayiou=rayiou)
+    origins = None
+    if rayiou and infos is not None:
+        by_token_origins = score.sparseocc_ray_origins(Path(infos))
+        origins = [by_token_origins[t] for t in tokens]
+    return score.score_pairs(pairs, mask=mask, rayiou=rayiou, origins=origins)
 
 
 def load_model(cfg: Config, checkpoint: Path, device: torch.device, weights: str) -> nn.Module:
@@ -124,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", choices=MASK_MODES, default=None,
                    help="voxels scored: camera, lidar or none (default: camera if the config's data.use_mask "
                         "else none, i.e. the protocol the model was trained for)")
-    p.add_argument("--rayiou", action="store_true", help="also compute RayIoU (SparseOcc protocol, 1/2/4 m)")
+    p.add_argument("--rayiou", action="store_true",
+                   help="also compute RayIoU (SparseOcc protocol, 1/2/4 m, rays from up to 8 LiDAR origins of "
+                        "each sample's scene taken from --infos)")
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the score as JSON (atomically)")
     p.add_argument("--weights", choices=("ema", "model"), default="ema",
                    help="which weights of a training checkpoint to use: the EMA (default) or the raw model")
@@ -162,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {len(tokens)} predictions to {args.out}")
         if args.score:
             mask = args.mask or ("camera" if cfg.data.use_mask else "none")
-            result = score_written(args.out, dataset, tokens, mask, args.rayiou, progress)
+            result = score_written(args.out, dataset, tokens, mask, args.rayiou, progress, args.infos)
             if result is None:
                 print("no Occ3D ground truth for this split: predictions written, not scored")
             else:

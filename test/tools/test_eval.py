@@ -51,8 +51,8 @@ def eval_cmd(s: dict, out: Path, *extra: str) -> list[str]:
 
 def test_eval_writes_argmax_files_and_scores_them_like_fusionocc_score(setup):
     out, js = setup["base"] / "preds", setup["base"] / "eval.json"
-    proc = subprocess.run(eval_cmd(setup, out, "--mask", "none", "--json", str(js)), capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run(eval_cmd(setup, out, "--mask", "none", "--rayiou", "--json", str(js)), capture_output=True,
+                          text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "wrote 2 predictions" in proc.stdout and "mIoU" in proc.stdout
     ds = OccDataset(setup["val"], setup["root"], setup["config"], train=False)
@@ -68,9 +68,11 @@ def test_eval_writes_argmax_files_and_scores_them_like_fusionocc_score(setup):
     np.testing.assert_array_equal(sem, logits.argmax(-1).numpy().astype(np.uint8))
     # the reported score is fusionocc-score's on the written files
     doc = json.loads(js.read_text())
-    ref = score.score_dirs(out, setup["root"] / "gts", mask="none", allow_missing=True, progress=False)
+    ref = score.score_dirs(out, setup["root"] / "gts", mask="none", allow_missing=True, rayiou=True,
+                           infos=setup["val"], progress=False)
     assert doc["num_samples"] == ref.num_samples == 2 and doc["mask"] == "none"
     assert doc["miou"] == pytest.approx(ref.miou, abs=1e-9)
+    assert doc["rayiou"] == pytest.approx(ref.rayiou["rayiou"], abs=1e-9) and 0 <= doc["rayiou"] <= 100
     # and the in-memory path used by training validation agrees with both
     mem = evaluate_dataset(setup["model"], ds, torch.device("cpu"), mask="none", progress=False)
     assert mem.miou == pytest.approx(ref.miou, abs=1e-9)
