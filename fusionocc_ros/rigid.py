@@ -7,20 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from fusionocc_core.data.poses import quaternion_matrix
+
 
 def quat_to_matrix(q: np.ndarray) -> np.ndarray:
-    """(4,) unit quaternion x y z w -> (3, 3) rotation matrix."""
+    """(4,) quaternion x y z w (geometry_msgs order) -> (3, 3) rotation matrix, normalised first."""
     x, y, z, w = (float(v) for v in q)
-    xx, yy, zz = x * x, y * y, z * z
-    xy, xz, yz = x * y, x * z, y * z
-    wx, wy, wz = w * x, w * y, w * z
-    return np.array(
-        [
-            [1 - 2 * (yy + zz), 2 * (xy - wz), 2 * (xz + wy)],
-            [2 * (xy + wz), 1 - 2 * (xx + zz), 2 * (yz - wx)],
-            [2 * (xz - wy), 2 * (yz + wx), 1 - 2 * (xx + yy)],
-        ]
-    )
+    return quaternion_matrix((w, x, y, z))
 
 
 def matrix_to_quat(rot: np.ndarray) -> np.ndarray:

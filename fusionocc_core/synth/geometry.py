@@ -3,15 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from fusionocc_core.data.poses import invert, quaternion_matrix
 
-def quat_to_matrix(q: np.ndarray | list[float]) -> np.ndarray:
-    """(4,) quaternion w x y z -> (3, 3) rotation matrix (normalised first)."""
-    w, x, y, z = np.asarray(q, np.float64) / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+
+quat_to_matrix = quaternion_matrix  # (4,) w x y z -> (3, 3), normalised first
 
 
 def yaw_to_quat(yaw: float) -> list[float]:
@@ -44,12 +39,7 @@ def apply(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ transform[:3, :3].T + transform[:3, 3]
 
 
-def rigid_inverse(transform: np.ndarray) -> np.ndarray:
-    """Inverse of a (4, 4) rigid transform (R^T, -R^T t), without a general matrix inverse."""
-    out = np.eye(4)
-    out[:3, :3] = transform[:3, :3].T
-    out[:3, 3] = -transform[:3, :3].T @ transform[:3, 3]
-    return out
+rigid_inverse = invert  # inverse of a (4, 4) rigid transform (R^T, -R^T t)
 
 
 def transform_points(points: np.ndarray, rotation: np.ndarray, translation: np.ndarray | None = None) -> np.ndarray:

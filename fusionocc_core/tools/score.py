@@ -18,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fusionocc_core.classes import CLASS_NAMES, FREE_LABEL, GRID_LOWER, GRID_SHAPE, GRID_UPPER, NUM_CLASSES
+from fusionocc_core.data.poses import transform_matrix
 from fusionocc_core.metrics import (MASK_MODES, NUSCENES_LIDAR_ORIGIN, ConfusionAccumulator, RayIoUAccumulator,
                                     select_mask)
 from fusionocc_core.tools.atomic import atomic_write_json
@@ -162,11 +163,11 @@ def sparseocc_ray_origins(infos_path: Path) -> dict[str, np.ndarray]:
             by_scene.setdefault(str(info["scene_token"]), []).append(info)
         origins: dict[str, np.ndarray] = {}
         for frames in by_scene.values():
-            lidar2global = np.stack([_pose(i["ego2global_translation"], i["ego2global_rotation"])
-                                     @ _pose(i["lidar2ego_translation"], i["lidar2ego_rotation"]) for i in frames])
+            lidar2global = np.stack([transform_matrix(i["ego2global_translation"], i["ego2global_rotation"])
+                                     @ transform_matrix(i["lidar2ego_translation"], i["lidar2ego_rotation"]) for i in frames])
             lidar_pos = lidar2global[:, :, 3]  # (F, 4) homogeneous LiDAR positions
             for i, info in enumerate(frames):
-                ego2global = _pose(info["ego2global_translation"], info["ego2global_rotation"])
+                ego2global = transform_matrix(info["ego2global_translation"], info["ego2global_rotation"])
                 local = (np.linalg.inv(ego2global) @ lidar_pos.T).T[:, :3]  # (F, 3)
                 inside = (np.abs(local[:, 0]) < 39) & (np.abs(local[:, 1]) < 39)
                 inside &= (local[:, 2] > GRID_LOWER[2]) & (local[:, 2] < GRID_UPPER[2])
@@ -179,17 +180,6 @@ def sparseocc_ray_origins(infos_path: Path) -> dict[str, np.ndarray]:
         raise ScoreError(f"infos {infos_path}: file not found") from None
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as exc:
         raise ScoreError(f"infos {infos_path}: unreadable info pickle ({type(exc).__name__}: {exc})") from None
-
-
-def _pose(translation: Sequence[float], quat_wxyz: Sequence[float]) -> np.ndarray:
-    """4x4 transform from a translation and a (w, x, y, z) quaternion."""
-    w, x, y, z = np.asarray(quat_wxyz, dtype=np.float64) / np.linalg.norm(quat_wxyz)
-    m = np.eye(4)
-    m[:3, :3] = [[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                 [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                 [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]]
-    m[:3, 3] = np.asarray(translation, dtype=np.float64)
-    return m
 
 
 # ----------------------------------------------------------------------------------------------
