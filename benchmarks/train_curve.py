@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-every", type=int, default=5, help="iterations per log.csv row")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--data-seed", type=int, default=1, help="fusionocc-synth seed")
+    p.add_argument("--max-iters", type=int, default=None,
+                   help="train exactly this many iterations instead of sizing the run from the probe")
     p.add_argument("--probe-only", action="store_true", help="stop after the baselines and the timing probe")
     p.add_argument("--report-only", action="store_true", help="print the markdown of an existing <work>/results.json")
     args = p.parse_args(argv)
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         sh(train_cmd(dict_args(args, log_every=1), args.config, data, infos["train"], probe, 4, None, 4))
     rows = read_csv(probe / "log.csv")
     per_iter = float(np.median(np.diff([float(r["train_s"]) for r in rows])))  # skip the first (warm-up)
-    max_iters = max(10, int(args.train_minutes * 60 / per_iter))
+    max_iters = args.max_iters or max(10, int(args.train_minutes * 60 / per_iter))
     val_every = max(1, max_iters // args.val_points)
     print(f"probe: {per_iter:.1f} s/iteration -> --max-iters {max_iters}, validation every {val_every}")
     if args.probe_only:

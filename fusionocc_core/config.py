@@ -116,6 +116,9 @@ class TrainConfig:
     loss_occ_weight: float = 1.0
     loss_depth_weight: float = 0.1
     loss_seg_weight: float = 0.1
+    # loss_occ class weights: None = plain CE (the reference), "enet" = 1 / ln(1.02 + p_c) from the
+    # training split's label frequencies (in the loss mask), or an explicit list of NUM_CLASSES floats
+    class_weights: Any = None
     log_interval: int = 10
     checkpoint_interval: int = 1000
 

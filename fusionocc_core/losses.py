@@ -1,7 +1,9 @@
 """FusionOcc training losses (reference/fusionocc-architecture.md §1.9), weighted by cfg.train.
 
 * loss_occ: softmax CE over the 18 classes per voxel; with cfg.data.use_mask the voxels are
-  weighted by mask_camera and averaged over the camera-visible count (mmdet avg_factor).
+  weighted by mask_camera and averaged over the camera-visible count (mmdet avg_factor). Optional
+  class weights (cfg.train.class_weights) scale each voxel's CE by its label's weight, mmdet-style
+  (the mean stays over voxels, not over weights).
 * loss_depth: BCE between the key frame's depth distribution and the one-hot of the current
   sweep's sparse depth reduced per feature patch (min non-zero depth, bin lower-edge
   convention), summed over bins and averaged over feature pixels with a LiDAR return.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -33,20 +36,62 @@ def _check_labels(labels: torch.Tensor, num: int, name: str) -> None:
         raise ValueError(f"batch['{name}'] holds labels outside [0, {num}): min {int(labels.min())}, max {int(labels.max())}")
 
 
-def occupancy_loss(occ_logits: torch.Tensor, voxel_semantics: torch.Tensor, mask_camera: torch.Tensor | None = None) -> torch.Tensor:
-    """CE of logits (B, X, Y, Z, C) vs labels (B, X, Y, Z); camera-masked mean when mask_camera is given."""
+ENET_C = 1.02  # ENet (Paszke et al. 2016) class weighting: w_c = 1 / ln(c + p_c)
+
+
+def enet_class_weights(counts: np.ndarray, c: float = ENET_C) -> np.ndarray:
+    """(C,) float32 weights 1 / ln(c + p_c) from per-class voxel counts (p_c = share of all voxels)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 1 or counts.sum() <= 0:
+        raise ValueError(f"class counts must be a non-empty 1-D array with a positive sum, got {counts!r}")
+    return (1.0 / np.log(c + counts / counts.sum())).astype(np.float32)
+
+
+def resolve_class_weights(spec: object, num_classes: int, counts=None) -> torch.Tensor | None:
+    """cfg.train.class_weights -> a (num_classes,) tensor or None.
+
+    `counts` is a zero-argument callable returning the training split's per-class voxel counts;
+    it is only called for the "enet" scheme (counting reads every ground-truth file once).
+    """
+    if spec is None:
+        return None
+    if spec == "enet":
+        if counts is None:
+            raise ValueError("train.class_weights 'enet' needs the training split's label counts")
+        weights = enet_class_weights(counts())
+    elif isinstance(spec, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec):
+        weights = np.asarray(spec, np.float32)
+    else:
+        raise ValueError(f"train.class_weights must be null, 'enet' or a list of {num_classes} numbers, got {spec!r}")
+    if weights.shape != (num_classes,) or not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise ValueError(f"train.class_weights must hold {num_classes} finite non-negative numbers, got {weights.tolist()}")
+    return torch.from_numpy(weights)
+
+
+def occupancy_loss(occ_logits: torch.Tensor, voxel_semantics: torch.Tensor, mask_camera: torch.Tensor | None = None,
+                   class_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """CE of logits (B, X, Y, Z, C) vs labels (B, X, Y, Z); camera-masked mean when mask_camera is given.
+
+    With `class_weight` (C,), each voxel's CE is scaled by the weight of its label; the mean is still
+    over voxels (mmdet CrossEntropyLoss), so weights of 1 give the plain loss."""
     if occ_logits.shape[:-1] != voxel_semantics.shape:
         raise ValueError(f"occ_logits {tuple(occ_logits.shape)} do not match voxel_semantics {tuple(voxel_semantics.shape)}")
     num_classes = occ_logits.shape[-1]
     _check_labels(voxel_semantics, num_classes, "voxel_semantics")
     logits = occ_logits.reshape(-1, num_classes).float()  # (B*X*Y*Z, C)
     labels = voxel_semantics.reshape(-1).long()
+    if class_weight is not None:
+        class_weight = class_weight.to(device=logits.device, dtype=logits.dtype)
+        if class_weight.shape != (num_classes,):
+            raise ValueError(f"class_weight has shape {tuple(class_weight.shape)}, expected ({num_classes},)")
     if mask_camera is None:
-        return F.cross_entropy(logits, labels)
+        if class_weight is None:
+            return F.cross_entropy(logits, labels)
+        return F.cross_entropy(logits, labels, weight=class_weight, reduction="none").mean()
     if mask_camera.shape != voxel_semantics.shape:
         raise ValueError(f"mask_camera {tuple(mask_camera.shape)} does not match voxel_semantics {tuple(voxel_semantics.shape)}")
     weight = mask_camera.reshape(-1).to(logits.dtype)
-    per_voxel = F.cross_entropy(logits, labels, reduction="none")
+    per_voxel = F.cross_entropy(logits, labels, weight=class_weight, reduction="none")
     return (per_voxel * weight).sum() / (weight.sum() + _EPS)
 
 
@@ -107,11 +152,15 @@ def seg_loss(seg_logits: torch.Tensor, seg_labels: torch.Tensor) -> torch.Tensor
     return F.cross_entropy(logits, labels, ignore_index=SEG_IGNORE)
 
 
-def compute_losses(outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor], cfg: Config) -> dict[str, torch.Tensor]:
-    """Weighted loss_occ, loss_depth, loss_seg (their sum is the training objective)."""
+def compute_losses(outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor], cfg: Config,
+                   class_weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Weighted loss_occ, loss_depth, loss_seg (their sum is the training objective).
+
+    `class_weight` is resolve_class_weights(cfg.train.class_weights, ...), resolved once by the caller."""
     t = cfg.train
     mask = _need(batch, "mask_camera", "batch") if cfg.data.use_mask else None
-    occ = occupancy_loss(_need(outputs, "occ_logits", "outputs"), _need(batch, "voxel_semantics", "batch"), mask)
+    occ = occupancy_loss(_need(outputs, "occ_logits", "outputs"), _need(batch, "voxel_semantics", "batch"), mask,
+                         class_weight)
     dep = depth_loss(_need(outputs, "depth_probs", "outputs"), _need(batch, "sparse_depth", "batch"), tuple(cfg.grid.depth))
     seg = seg_loss(_need(outputs, "seg_logits", "outputs"), _need(batch, "seg_labels", "batch"))
     return {
@@ -121,4 +170,4 @@ def compute_losses(outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torc
     }
 
 
-__all__ = ["compute_losses", "occupancy_loss", "depth_loss", "depth_target", "seg_loss", "NUM_CLASSES"]
+__all__ = ["compute_losses", "occupancy_loss", "enet_class_weights", "resolve_class_weights", "depth_loss", "depth_target", "seg_loss", "NUM_CLASSES"]

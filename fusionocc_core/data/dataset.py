@@ -20,8 +20,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
-from fusionocc_core.classes import FREE_LABEL
+from fusionocc_core.classes import FREE_LABEL, NUM_CLASSES
 from fusionocc_core.config import Config, load_config
 from fusionocc_core.data import poses
 from fusionocc_core.data import transforms as T
@@ -62,6 +63,18 @@ class OccDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.infos)
+
+    def label_counts(self, camera_mask: bool, progress: bool = False) -> np.ndarray:
+        """(NUM_CLASSES,) int64 voxel count per class over the split's ground truth; with
+        camera_mask only camera-visible voxels count (what a use_mask loss sees)."""
+        counts = np.zeros(NUM_CLASSES, np.int64)
+        for info in tqdm(self.infos, desc="label counts", unit="sample", disable=not progress):
+            gt = read_occ_gt(self.root / info["occ_path"] / "labels.npz")
+            labels = gt["semantics"][gt["mask_camera"].astype(bool)] if camera_mask else gt["semantics"].ravel()
+            if labels.size and int(labels.max()) >= NUM_CLASSES:
+                raise DataError(f"{info['occ_path']}: labels.npz holds label {int(labels.max())} >= {NUM_CLASSES}")
+            counts += np.bincount(labels, minlength=NUM_CLASSES)
+        return counts
 
     def history(self, i: int, count: int) -> list[dict[str, Any]]:
         """The `count` previous key-frames of sample i, newest first; the current one past a scene start."""

@@ -64,7 +64,8 @@ def voxel_pool(depth: torch.Tensor, feat: torch.Tensor, plan: VoxelPoolPlan) -> 
         raise ValueError(f"voxel_pool: plan was made for batch {plan.batch}, got {B}")
     Z, Y, X = plan.grid_zyx
     feat_rows = feat.permute(0, 1, 3, 4, 2).reshape(B * N * H * W, C)  # (B*N*H*W, C)
-    contrib = depth.reshape(-1)[plan.ranks_depth].unsqueeze(1) * feat_rows[plan.ranks_feat]  # (P, C)
+    # index_select, not feat_rows[idx]: its backward (index_add_) is deterministic on CPU, unlike index_put_
+    contrib = depth.reshape(-1).index_select(0, plan.ranks_depth).unsqueeze(1) * feat_rows.index_select(0, plan.ranks_feat)  # (P, C)
     out = feat.new_zeros(B * Z * Y * X, C).index_add_(0, plan.ranks_voxel, contrib.to(feat.dtype))
     return out.view(B, Z, Y, X, C).permute(0, 4, 1, 2, 3)  # (B, C, Z, Y, X), channels_last_3d in memory
 

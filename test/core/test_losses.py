@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from fusionocc_core.config import config_from_dict
-from fusionocc_core.losses import compute_losses, depth_loss, depth_target, occupancy_loss, seg_loss
+from fusionocc_core.losses import (compute_losses, depth_loss, depth_target, enet_class_weights, occupancy_loss,
+                                   resolve_class_weights, seg_loss)
 
 DEPTH = (1.0, 45.0, 0.5)  # 88 bins
 
@@ -77,6 +78,41 @@ def test_occupancy_loss_plain_mean_and_camera_masked_mean() -> None:
     assert occupancy_loss(logits, labels, torch.zeros_like(mask)).item() == 0.0  # nothing visible: 0, not NaN
     with pytest.raises(ValueError, match="voxel_semantics"):
         occupancy_loss(logits, torch.full_like(labels, 18))
+
+
+def test_class_weighted_occupancy_loss_scales_each_voxel_by_its_label_weight() -> None:
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(1, 5, 4, 3, 18, generator=g)
+    labels = torch.randint(0, 18, (1, 5, 4, 3), generator=g)
+    mask = torch.rand(1, 5, 4, 3, generator=g) < 0.5
+    w = torch.rand(18, generator=g) * 10
+    flat_logits, flat_labels = logits.reshape(-1, 18), labels.reshape(-1)
+    # by hand: -log softmax at the label, times the label's weight; mean over voxels (mmdet), not over weights
+    nll = -torch.log_softmax(flat_logits, -1).gather(1, flat_labels[:, None])[:, 0]
+    weighted = nll * w[flat_labels]
+    torch.testing.assert_close(occupancy_loss(logits, labels, class_weight=w), weighted.mean())
+    torch.testing.assert_close(occupancy_loss(logits, labels, mask, w), weighted[mask.reshape(-1)].mean())
+    torch.testing.assert_close(occupancy_loss(logits, labels, mask, torch.ones(18)), occupancy_loss(logits, labels, mask))
+    with pytest.raises(ValueError, match="class_weight"):
+        occupancy_loss(logits, labels, class_weight=torch.ones(17))
+
+
+def test_enet_weights_and_their_resolution_from_the_config() -> None:
+    counts = np.array([0, 10, 90] + [0] * 15, np.int64)
+    w = enet_class_weights(counts)
+    np.testing.assert_allclose(w[:3], [1 / math.log(1.02), 1 / math.log(1.12), 1 / math.log(1.92)], rtol=1e-6)
+    assert w[0] > w[1] > w[2]  # rarer classes weigh more; an absent class gets the largest weight
+    calls = []
+    got = resolve_class_weights("enet", 18, lambda: calls.append(1) or counts)
+    assert calls == [1] and torch.allclose(got, torch.from_numpy(w))
+    assert resolve_class_weights(None, 18, lambda: calls.append(1)) is None and calls == [1]  # counts never read
+    assert resolve_class_weights([2] * 18, 18).tolist() == [2.0] * 18
+    for bad, match in (("focal", "null, 'enet'"), ([1.0] * 17, "18 finite"), ([1.0] * 17 + [-1.0], "non-negative"),
+                       ([True] * 18, "null, 'enet'")):
+        with pytest.raises(ValueError, match=match):
+            resolve_class_weights(bad, 18, lambda: counts)
+    with pytest.raises(ValueError, match="positive sum"):
+        enet_class_weights(np.zeros(18))
 
 
 def test_seg_loss_subsamples_by_the_stride_and_ignores_17() -> None:

@@ -297,3 +297,16 @@ def test_indexing(root: Path) -> None:
     assert ds[-1]["sample_token"] == ds.infos[5]["token"]
     with pytest.raises(IndexError):
         ds[6]
+
+
+def test_label_counts_equal_a_bincount_of_the_ground_truth(root: Path) -> None:
+    ds = OccDataset(root / "infos.pkl", root, "tiny", train=True)
+    expect_all, expect_cam = np.zeros(18, np.int64), np.zeros(18, np.int64)
+    for info in ds.infos:
+        with np.load(root / info["occ_path"] / "labels.npz") as z:
+            sem, cam = z["semantics"], z["mask_camera"].astype(bool)
+        expect_all += np.bincount(sem.ravel(), minlength=18)
+        expect_cam += np.bincount(sem[cam], minlength=18)
+    assert expect_cam.sum() < expect_all.sum() == len(ds) * 200 * 200 * 16
+    np.testing.assert_array_equal(ds.label_counts(camera_mask=False), expect_all)
+    np.testing.assert_array_equal(ds.label_counts(camera_mask=True), expect_cam)

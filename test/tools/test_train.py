@@ -171,6 +171,9 @@ def test_bad_inputs_are_one_line_errors(data, tmp_path):
         (train_cmd(data, tmp_path / "w2", "--max-iters", "1", "--resume"), "no checkpoint"),
         (train_cmd(data, tmp_path / "w3", "--max-iters", "1", "--amp"), "--amp needs --device cuda"),
         (train_cmd(data, tmp_path / "w4", "--max-iters", "1", cfg=tmp_path / "missing.yaml"), "missing.yaml"),
+        (train_cmd(data, tmp_path / "w5", "--max-iters", "1",
+                   cfg=tiny_variant(tmp_path / "bad_weights.yaml", train={"class_weights": "focal"})),
+         "class weights: train.class_weights must be null, 'enet' or a list"),
     ]
     for cmd, needle in cases:
         proc = run(cmd, timeout=300)
@@ -195,7 +198,7 @@ def test_torchrun_gloo_first_steps_match_one_process(data):
     # Exact equivalence needs loss normalisers that do not depend on the batch split (occupancy CE
     # without mask; the depth/seg losses average over each rank's own LiDAR pixels, as the
     # reference's DDP does) and no per-rank randomness (--disable-dropout).
-    cfg = tiny_variant(data["base"] / "tiny_ddp.yaml", data={"num_lidar_sweeps": 2},
+    cfg = tiny_variant(data["base"] / "tiny_ddp.yaml", data={"num_lidar_sweeps": 2, "use_mask": False},
                        train={"loss_depth_weight": 0.0, "loss_seg_weight": 0.0})
     args = ["--max-iters", "2", "--log-interval", "1", "--checkpoint-interval", "1", "--keep-checkpoints", "2",
             "--disable-dropout"]

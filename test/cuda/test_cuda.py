@@ -1,0 +1,190 @@
+"""The CUDA paths against the CPU ones: LSS pooling, sparse conv, the tiny network forward and
+backward, the Predictor in fp32/bf16/fp16 with the shipped checkpoint, torch.compile, and
+fusionocc-train with AMP (checkpoint + resume).
+
+Skipped where no CUDA device exists (CI). FUSIONOCC_TEST_DEVICE=cpu runs the same comparisons
+CPU-vs-CPU, which checks the tests themselves on a machine without a GPU. FUSIONOCC_TEST_DATA may
+name a directory holding `root/`, `train.pkl` (from fusionocc-synth + fusionocc-prepare) for the
+training tests, for machines without the nuScenes devkit; otherwise the data is generated.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from fusionocc_core.config import PRESET_DIR, load_config
+from fusionocc_core.frame import CameraFrame, FrameSet
+from fusionocc_core.model import build_model
+from fusionocc_core.model.example_inputs import example_batch, rig_extrinsics, rig_intrinsics, scene_points
+from fusionocc_core.ops.sparse_conv import SparseConv3d, SparseTensor, SubMConv3d
+from fusionocc_core.ops.voxel_pool import plan_voxel_pool, voxel_pool
+from fusionocc_core.predictor import Predictor
+
+DEVICE = os.environ.get("FUSIONOCC_TEST_DEVICE", "cuda")
+pytestmark = pytest.mark.skipif(DEVICE.startswith("cuda") and not torch.cuda.is_available(),
+                                reason="no CUDA device (set FUSIONOCC_TEST_DEVICE=cpu to check the tests on CPU)")
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "demo" / "tiny_synth.pth"
+
+
+def to_dev(batch: dict, device: str) -> dict:
+    return {k: ([p.to(device) for p in v] if isinstance(v, list) else v.to(device) if torch.is_tensor(v) else v)
+            for k, v in batch.items()}
+
+
+def test_voxel_pool_matches_cpu_forward_and_backward() -> None:
+    g = torch.Generator().manual_seed(0)
+    B, N, D, H, W, C = 2, 6, 16, 8, 22, 8
+    lower, step, grid = (-40.0, -40.0, -1.0), (0.4, 0.4, 0.4), (200, 200, 16)
+    coords = torch.stack([torch.rand(B, N, D, H, W, generator=g) * 84 - 42, torch.rand(B, N, D, H, W, generator=g) * 84 - 42,
+                          torch.rand(B, N, D, H, W, generator=g) * 7 - 1.5], -1)
+    depth = torch.rand(B, N, D, H, W, generator=g)
+    feat = torch.randn(B, N, C, H, W, generator=g)
+    upstream = torch.randn(B, C, 16, 200, 200, generator=g)
+    results = []
+    for dev in ("cpu", DEVICE):
+        d, f = depth.to(dev, copy=True).requires_grad_(), feat.to(dev, copy=True).requires_grad_()
+        plan = plan_voxel_pool(coords.to(dev), lower, step, grid)
+        out = voxel_pool(d, f, plan)
+        (out * upstream.to(dev)).sum().backward()
+        results.append((out.detach().cpu(), d.grad.cpu(), f.grad.cpu()))
+    assert results[0][0].abs().sum() > 0
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("make", [lambda: SubMConv3d(8, 16, 3, bias=True),
+                                  lambda: SparseConv3d(8, 16, 3, stride=2, padding=1, bias=False)],
+                         ids=["subm", "strided"])
+def test_sparse_conv_matches_cpu_forward_and_backward(make) -> None:
+    torch.manual_seed(0)
+    conv = make()
+    mask = torch.rand(2, 40, 40, 8) < 0.05
+    dense = torch.randn(2, 8, 40, 40, 8) * mask[:, None]
+    grads = []
+    for dev in ("cpu", DEVICE):
+        c = conv.to(dev)
+        c.zero_grad()
+        x = dense.to(dev, copy=True).requires_grad_()
+        y = c(SparseTensor.from_dense(x, mask.to(dev))).dense()
+        (y * torch.linspace(-1, 1, y.numel(), device=dev).reshape(y.shape)).sum().backward()
+        grads.append((y.detach().cpu(), x.grad.cpu(), c.weight.grad.detach().cpu().clone()))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+
+
+def test_tiny_network_forward_and_gradients_match_cpu() -> None:
+    cfg = load_config("tiny")
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()  # eval: no dropout, BN running stats -> identical maths on both devices
+    batch = example_batch(cfg, seed=1)
+    out = {}
+    for dev in ("cpu", DEVICE):
+        m = model.to(dev)
+        m.zero_grad()
+        logits = m(to_dev(batch, dev))["occ_logits"]
+        logits.float().logsumexp(-1).mean().backward()
+        grads = {n: p.grad.detach().cpu().clone() for n, p in m.named_parameters() if p.grad is not None}
+        out[dev] = (logits.detach().cpu(), grads)
+    (cpu_logits, cpu_grads), (dev_logits, dev_grads) = out["cpu"], out[DEVICE]
+    torch.testing.assert_close(dev_logits, cpu_logits, rtol=1e-3, atol=1e-3)
+    assert (dev_logits.argmax(-1) == cpu_logits.argmax(-1)).float().mean() > 0.999
+    assert set(dev_grads) == set(cpu_grads) and len(cpu_grads) > 50
+    for name, g in cpu_grads.items():
+        scale = float(g.abs().max()) + 1e-12
+        assert float((dev_grads[name] - g).abs().max()) <= 2e-3 * scale + 1e-6, name
+
+
+def _frames(count: int, seed: int = 0) -> list[FrameSet]:
+    rng = np.random.default_rng(seed)
+    K, s2e, cams, out = rig_intrinsics(), rig_extrinsics(), [], []
+    for i in range(count):
+        images = [rng.integers(0, 256, (900, 1600, 3), dtype=np.uint8) for _ in range(6)]
+        cams.append(CameraFrame(images, K, s2e, stamp_ns=(i + 1) * 500_000_000))
+        pts, _ = scene_points(rng, 20000)
+        out.append(FrameSet(cams[-1].stamp_ns + 10_000_000, cams[-1], cams[-2:-1][::-1], pts, pts[:2500]))
+    return out
+
+
+@pytest.mark.parametrize("precision,min_agree", [("fp32", 0.999), ("bf16", 0.97), ("fp16", 0.98)])
+def test_predictor_on_the_device_agrees_with_cpu(precision: str, min_agree: float) -> None:
+    if precision != "fp32" and not DEVICE.startswith("cuda"):
+        pytest.skip("bf16/fp16 autocast is CUDA-only")
+    frames = _frames(2)
+    ref = Predictor("tiny", SHIPPED, device="cpu")
+    dev = Predictor("tiny", SHIPPED, device=DEVICE, precision=precision)
+    for fs in frames:
+        a, b = ref.predict(fs), dev.predict(fs)
+    assert dev.cache_hits == 1 and dev.backbone_runs == 2
+    assert b.labels.shape == (200, 200, 16) and b.labels.dtype == np.uint8
+    occupied = a.labels != 17
+    assert occupied.sum() > 1000, "the shipped model predicts almost nothing: a meaningless comparison"
+    agree = float((a.labels == b.labels).mean())
+    assert agree >= min_agree, f"{precision}: {agree:.4f} of voxels agree with the CPU fp32 labels"
+
+
+@pytest.mark.skipif(not DEVICE.startswith("cuda"), reason="torch.compile is offered on CUDA only")
+def test_compiled_predictor_matches_eager() -> None:
+    frames = _frames(2, seed=3)
+    eager = Predictor("tiny", SHIPPED, device=DEVICE)
+    compiled = Predictor("tiny", SHIPPED, device=DEVICE, compile=True)
+    for fs in frames:
+        a, b = eager.predict(fs), compiled.predict(fs)
+    assert float((a.labels == b.labels).mean()) > 0.999
+
+
+@pytest.fixture(scope="module")
+def train_data(tmp_path_factory) -> dict:
+    """A tiny training split: FUSIONOCC_TEST_DATA if given, else 1 generated scene x 3 key-frames."""
+    base = tmp_path_factory.mktemp("cuda_train")
+    given = os.environ.get("FUSIONOCC_TEST_DATA")
+    if given:
+        root, infos = Path(given) / "root", Path(given) / "train.pkl"
+    else:
+        from fusionocc_core.data.prepare import create_infos, write_infos
+        from fusionocc_core.synth import generate
+
+        root = generate(base / "root", scenes=1, keyframes=3, seed=5, render_scale=0.1)
+        infos = base / "train.pkl"
+        write_infos(create_infos(root, "v1.0-mini", progress=False), infos)
+    cfg = yaml.safe_load((PRESET_DIR / "tiny.yaml").read_text())
+    cfg["data"]["num_lidar_sweeps"] = 2
+    (base / "tiny_cuda.yaml").write_text(yaml.safe_dump(cfg))
+    return {"root": root, "infos": infos, "cfg": base / "tiny_cuda.yaml"}
+
+
+def _train(data: dict, work: Path, *extra: str) -> subprocess.CompletedProcess:
+    dev = "cuda" if DEVICE.startswith("cuda") else "cpu"
+    cmd = [sys.executable, "-m", "fusionocc_core.tools.train", "--config", str(data["cfg"]), "--data-root", str(data["root"]),
+           "--infos", str(data["infos"]), "--work-dir", str(work), "--device", dev, "--no-progress",
+           "--checkpoint-interval", "2", *(["--amp"] if dev == "cuda" else []), *extra]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def test_train_with_amp_checkpoints_and_resumes(train_data, tmp_path) -> None:
+    full = tmp_path / "full"
+    _train(train_data, full, "--max-iters", "4")
+    ckpt4 = torch.load(full / "latest.pth", map_location="cpu", weights_only=False)
+    assert ckpt4["iteration"] == 4
+    if DEVICE.startswith("cuda"):
+        assert ckpt4["scaler"] and ckpt4["scaler"]["scale"] > 0, "the AMP loss scaler was not saved"
+    rows = (full / "log.csv").read_text().splitlines()
+    assert len(rows) >= 2 and "nan" not in rows[-1].lower()
+    # resume from the iteration-2 checkpoint of the same run: the same weights at iteration 4
+    part = tmp_path / "part"
+    part.mkdir()
+    (part / "latest.pth").write_bytes((full / "iter_0000002.pth").read_bytes())
+    _train(train_data, part, "--max-iters", "4", "--resume")
+    resumed = torch.load(part / "latest.pth", map_location="cpu", weights_only=False)
+    for k, v in ckpt4["state_dict"].items():
+        if v.dtype.is_floating_point:
+            torch.testing.assert_close(resumed["state_dict"][k], v, rtol=1e-5, atol=1e-6, msg=k)
