@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from fusionocc_core.config import Config, load_config
-from fusionocc_core.data.transforms import sparse_depth_maps, test_image_inputs
+from fusionocc_core.data.transforms import sparse_depth_maps, test_image_inputs, test_image_matrices
 from fusionocc_core.frame import CameraFrame, FrameSet
 from fusionocc_core.model import build_model
 
@@ -87,8 +87,11 @@ class Predictor:
         self.cache_hits = 0  # frames whose features came from the cache
 
     # ------------------------------------------------------------------ inputs
-    def _camera_inputs(self, cams: CameraFrame, what: str) -> dict[str, torch.Tensor]:
-        """One frame's normalised images and matrices (test transform), as (N, ...) tensors."""
+    def _camera_inputs(self, cams: CameraFrame, what: str, with_images: bool = True) -> dict[str, torch.Tensor]:
+        """One frame's normalised images and matrices (test transform), as (N, ...) tensors.
+
+        with_images=False checks the images but skips their transform (no "imgs" key): for a
+        frame whose backbone features are already cached, only the matrices are needed."""
         n = len(self.cfg.data.cameras)
         if len(cams.images) != n:
             raise ValueError(f"{what}.images: expected {n} camera images, got {len(cams.images)}")
@@ -99,11 +102,17 @@ class Predictor:
         if s2e.shape != (n, 4, 4) or not np.isfinite(s2e).all():
             raise ValueError(f"{what}.sensor2ego: expected finite ({n}, 4, 4), got {s2e.shape}")
         try:
-            imgs, post_rots, post_trans = test_image_inputs(cams.images, self.cfg)
+            if with_images:
+                imgs, post_rots, post_trans = test_image_inputs(cams.images, self.cfg)
+            else:
+                post_rots, post_trans = test_image_matrices(cams.images, self.cfg)
         except ValueError as exc:
             raise ValueError(f"{what}.images: {exc}") from None
-        return {"imgs": imgs, "intrins": torch.from_numpy(K), "sensor2ego": torch.from_numpy(s2e),
-                "post_rots": post_rots, "post_trans": post_trans}
+        out = {"intrins": torch.from_numpy(K), "sensor2ego": torch.from_numpy(s2e),
+               "post_rots": post_rots, "post_trans": post_trans}
+        if with_images:
+            out["imgs"] = imgs
+        return out
 
     def _points(self, pts: np.ndarray, what: str) -> np.ndarray:
         pts = np.asarray(pts, np.float32)
@@ -113,12 +122,29 @@ class Predictor:
 
     def make_batch(self, frame_set: FrameSet) -> tuple[dict, list[CameraFrame]]:
         """The model batch (B = 1) of a FrameSet, and the CameraFrame used for every time step."""
+        batch, frames, _ = self._inputs(frame_set, skip_cached=False)
+        return batch, frames
+
+    def _inputs(self, frame_set: FrameSet, skip_cached: bool) -> tuple[dict, list[CameraFrame], list[torch.Tensor | None]]:
+        """make_batch, plus each time step's image tensor (N, 3, H, W). With skip_cached, frames whose
+        features are in the cache (or repeat an earlier time step) get None and batch["imgs"] is a
+        zero-stride placeholder of the right shape: their images are never transformed."""
         frames = [frame_set.cameras] + list(frame_set.previous[: self.num_frames - 1])
         # too little history (start-up): repeat the current frame, as the dataset does at a scene start
         frames += [frame_set.cameras] * (self.num_frames - len(frames))
-        per_t = [self._camera_inputs(f, "frame_set.cameras" if t == 0 else f"frame_set.previous[{t - 1}]")
-                 for t, f in enumerate(frames)]
+        per_t, seen = [], set()
+        for t, f in enumerate(frames):
+            cached = skip_cached and (id(f) in seen or (f.stamp_ns and int(f.stamp_ns) in self._features))
+            per_t.append(self._camera_inputs(f, "frame_set.cameras" if t == 0 else f"frame_set.previous[{t - 1}]",
+                                             with_images=not cached))
+            seen.add(id(f))
+        frame_imgs = [p.pop("imgs", None) for p in per_t]
         batch = {k: torch.stack([p[k] for p in per_t]).unsqueeze(0) for k in per_t[0]}  # (1, T, N, ...)
+        if all(img is not None for img in frame_imgs):
+            batch["imgs"] = torch.stack(frame_imgs).unsqueeze(0)  # (1, T, N, 3, H, W)
+        else:
+            H, W = self.cfg.data.input_size
+            batch["imgs"] = torch.zeros(()).expand(1, len(frames), len(self.cfg.data.cameras), 3, H, W)
         key_points = self._points(frame_set.key_points, "key_points")
         key_points = key_points[np.isfinite(key_points).all(axis=1)]
         lo, hi, _ = self.cfg.grid.depth
@@ -128,15 +154,18 @@ class Predictor:
         batch["sparse_depth"] = torch.from_numpy(sparse).unsqueeze(0)  # (1, N, H, W)
         batch["bda"] = torch.eye(3).unsqueeze(0)
         batch["points"] = [torch.from_numpy(self._points(frame_set.points, "points"))]
-        return batch, frames
+        return batch, frames, frame_imgs
 
     # ------------------------------------------------------------------ features
-    def _frame_features(self, imgs: torch.Tensor, stamp_ns: int) -> torch.Tensor:
-        """Backbone+neck features (1, N, C, h, w) of one frame, from the cache when its stamp is known."""
+    def _frame_features(self, imgs: torch.Tensor | None, stamp_ns: int) -> torch.Tensor:
+        """Backbone+neck features (1, N, C, h, w) of one frame, from the cache when its stamp is known.
+        imgs (N, 3, H, W) may be None only for a cached stamp."""
         if stamp_ns and stamp_ns in self._features:
             self.cache_hits += 1
             return self._features[stamp_ns]
-        feats = self._encode(imgs.to(self.device, non_blocking=True))
+        if imgs is None:
+            raise RuntimeError(f"no images for frame {stamp_ns} and no cached features")  # a bug, not bad input
+        feats = self._encode(imgs.unsqueeze(0).to(self.device, non_blocking=True))
         self.backbone_runs += 1
         if stamp_ns:
             self._features[stamp_ns] = feats
@@ -154,10 +183,11 @@ class Predictor:
         encoder_3d, head, postprocess, total."""
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
-        batch, frames = self.make_batch(frame_set)
+        batch, frames, frame_imgs = self._inputs(frame_set, skip_cached=True)
         timings["preprocess"] = (time.perf_counter() - t_start) * 1e3
         dev = self.device
-        batch = {k: ([p.to(dev) for p in v] if k == "points" else v.to(dev, non_blocking=True)) for k, v in batch.items()}
+        batch = {k: ([p.to(dev) for p in v] if k == "points" else v if k == "imgs" else v.to(dev, non_blocking=True))
+                 for k, v in batch.items()}  # images go to the device per frame, only when encoded
         autocast = torch.autocast("cuda", dtype=PRECISIONS[self.precision], enabled=self.precision != "fp32") \
             if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
         self.model.check_batch(batch)
@@ -165,12 +195,14 @@ class Predictor:
         timings["backbone"] = 0.0  # stays 0 when every frame's features come from the cache
         try:
             with torch.inference_mode(), autocast:
-                computed: dict[int, torch.Tensor] = {}  # CameraFrame id -> features, within this call
-                feats = []
+                first: dict[int, int] = {}  # CameraFrame id -> its first time step
                 for t, frame in enumerate(frames):
-                    if id(frame) not in computed:
-                        computed[id(frame)] = self._frame_features(batch["imgs"][:, t], int(frame.stamp_ns))
-                    feats.append(computed[id(frame)])
+                    first.setdefault(id(frame), t)
+                computed: dict[int, torch.Tensor] = {}  # CameraFrame id -> features, within this call
+                # cached frames first: encoding a new frame may evict the oldest stamps from the cache
+                for t in sorted(first.values(), key=lambda t: frame_imgs[t] is not None):
+                    computed[id(frames[t])] = self._frame_features(frame_imgs[t], int(frames[t].stamp_ns))
+                feats = [computed[id(frame)] for frame in frames]
                 out = self.model.forward_features(batch, feats)
                 t_post = time.perf_counter()
                 logits = out["occ_logits"][0].float()  # (X, Y, Z, classes)

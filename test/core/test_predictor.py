@@ -86,6 +86,23 @@ def test_each_image_goes_through_the_backbone_once():
     assert np.array_equal(again.confidence, results[2].confidence)
 
 
+def test_stale_history_evicted_by_the_new_frame_still_uses_its_cached_features():
+    # the cache holds stamps 5 and 7; frame 9 names 5 as its previous frame: 5's features are taken
+    # before encoding 9 evicts the oldest stamp, so the answer equals a predictor without a cache
+    torch.manual_seed(0)
+    p = Predictor("tiny")
+    f5, f7, f9 = (camera_frame(30 + s, s) for s in (5, 7, 9))
+    pts, _ = scene_points(np.random.default_rng(9), 2000)
+    p.predict(FrameSet(5, f5, [], pts, pts))
+    p.predict(FrameSet(7, f7, [f5], pts, pts))
+    got = p.predict(FrameSet(9, f9, [f5], pts, pts))
+    assert (p.backbone_runs, p.cache_hits) == (3, 2)
+    torch.manual_seed(0)
+    fresh = Predictor("tiny")
+    want = fresh.predict(FrameSet(9, f9, [f5], pts, pts))
+    assert np.array_equal(got.labels, want.labels) and np.array_equal(got.confidence, want.confidence)
+
+
 def test_start_up_repeats_the_current_frame_and_unstamped_frames_are_not_cached():
     torch.manual_seed(0)
     p = Predictor("tiny")
