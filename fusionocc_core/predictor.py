@@ -87,11 +87,11 @@ class Predictor:
         self.cache_hits = 0  # frames whose features came from the cache
 
     # ------------------------------------------------------------------ inputs
-    def _camera_inputs(self, cams: CameraFrame, what: str, with_images: bool = True) -> dict[str, torch.Tensor]:
-        """One frame's normalised images and matrices (test transform), as (N, ...) tensors.
-
-        with_images=False checks the images but skips their transform (no "imgs" key): for a
-        frame whose backbone features are already cached, only the matrices are needed."""
+    def _camera_inputs(self, cams: CameraFrame, what: str, with_images: bool = True
+                       ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """One frame's matrices (intrins, sensor2ego, post_rots, post_trans as (N, ...) tensors) and its
+        normalised images (N, 3, H, W) under the test transform. with_images=False checks the images
+        but returns None for them: a frame whose backbone features are cached needs only the matrices."""
         n = len(self.cfg.data.cameras)
         if len(cams.images) != n:
             raise ValueError(f"{what}.images: expected {n} camera images, got {len(cams.images)}")
@@ -101,6 +101,7 @@ class Predictor:
             raise ValueError(f"{what}.intrinsics: expected finite ({n}, 3, 3), got {K.shape}")
         if s2e.shape != (n, 4, 4) or not np.isfinite(s2e).all():
             raise ValueError(f"{what}.sensor2ego: expected finite ({n}, 4, 4), got {s2e.shape}")
+        imgs = None
         try:
             if with_images:
                 imgs, post_rots, post_trans = test_image_inputs(cams.images, self.cfg)
@@ -108,11 +109,8 @@ class Predictor:
                 post_rots, post_trans = test_image_matrices(cams.images, self.cfg)
         except ValueError as exc:
             raise ValueError(f"{what}.images: {exc}") from None
-        out = {"intrins": torch.from_numpy(K), "sensor2ego": torch.from_numpy(s2e),
-               "post_rots": post_rots, "post_trans": post_trans}
-        if with_images:
-            out["imgs"] = imgs
-        return out
+        return {"intrins": torch.from_numpy(K), "sensor2ego": torch.from_numpy(s2e),
+                "post_rots": post_rots, "post_trans": post_trans}, imgs
 
     def _points(self, pts: np.ndarray, what: str) -> np.ndarray:
         pts = np.asarray(pts, np.float32)
@@ -132,13 +130,14 @@ class Predictor:
         frames = [frame_set.cameras] + list(frame_set.previous[: self.num_frames - 1])
         # too little history (start-up): repeat the current frame, as the dataset does at a scene start
         frames += [frame_set.cameras] * (self.num_frames - len(frames))
-        per_t, seen = [], set()
+        per_t, frame_imgs, seen = [], [], set()
         for t, f in enumerate(frames):
             cached = skip_cached and (id(f) in seen or (f.stamp_ns and int(f.stamp_ns) in self._features))
-            per_t.append(self._camera_inputs(f, "frame_set.cameras" if t == 0 else f"frame_set.previous[{t - 1}]",
-                                             with_images=not cached))
+            mats, imgs = self._camera_inputs(f, "frame_set.cameras" if t == 0 else f"frame_set.previous[{t - 1}]",
+                                             with_images=not cached)
+            per_t.append(mats)
+            frame_imgs.append(imgs)
             seen.add(id(f))
-        frame_imgs = [p.pop("imgs", None) for p in per_t]
         batch = {k: torch.stack([p[k] for p in per_t]).unsqueeze(0) for k in per_t[0]}  # (1, T, N, ...)
         if all(img is not None for img in frame_imgs):
             batch["imgs"] = torch.stack(frame_imgs).unsqueeze(0)  # (1, T, N, 3, H, W)

@@ -279,9 +279,18 @@ def flip_grid(grid: np.ndarray, flip_x: bool, flip_y: bool) -> np.ndarray:
     return np.ascontiguousarray(grid)
 
 
-def _check_camera_image(img: np.ndarray) -> None:
-    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise ValueError(f"camera image must be (H, W, 3) uint8 RGB, got {img.shape} {img.dtype}")
+def test_image_matrices(images: Sequence[np.ndarray], cfg: Config | DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """post_rots (N, 3, 3), post_trans (N, 3) of the test transform of raw (H, W, 3) uint8 RGB camera
+    images, checking each image but not transforming it (e.g. for frames whose features are cached)."""
+    data_cfg = cfg.data if isinstance(cfg, Config) else cfg
+    rots, trans = [], []
+    for img in images:
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise ValueError(f"camera image must be (H, W, 3) uint8 RGB, got {img.shape} {img.dtype}")
+        rot, tran = image_aug_matrices(test_image_aug(img.shape[:2], data_cfg.input_size))
+        rots.append(rot)
+        trans.append(tran)
+    return torch.from_numpy(np.stack(rots)), torch.from_numpy(np.stack(trans))
 
 
 def test_image_inputs(images: Sequence[np.ndarray], cfg: Config | DataConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -289,27 +298,10 @@ def test_image_inputs(images: Sequence[np.ndarray], cfg: Config | DataConfig) ->
     imgs (N, 3, H_in, W_in) float32 normalised, post_rots (N, 3, 3), post_trans (N, 3).
     The intrinsics are unchanged by the transform (the model combines K with post_rot/post_tran)."""
     data_cfg = cfg.data if isinstance(cfg, Config) else cfg
-    imgs, rots, trans = [], [], []
-    for img in images:
-        _check_camera_image(img)
-        out, rot, tran = augment_image(img, test_image_aug(img.shape[:2], data_cfg.input_size))
-        imgs.append(normalize_image(out))
-        rots.append(rot)
-        trans.append(tran)
-    return torch.from_numpy(np.stack(imgs)), torch.from_numpy(np.stack(rots)), torch.from_numpy(np.stack(trans))
-
-
-def test_image_matrices(images: Sequence[np.ndarray], cfg: Config | DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """post_rots (N, 3, 3), post_trans (N, 3) of test_image_inputs, without transforming the images
-    (for frames whose features are cached); the images are checked the same way."""
-    data_cfg = cfg.data if isinstance(cfg, Config) else cfg
-    rots, trans = [], []
-    for img in images:
-        _check_camera_image(img)
-        rot, tran = image_aug_matrices(test_image_aug(img.shape[:2], data_cfg.input_size))
-        rots.append(rot)
-        trans.append(tran)
-    return torch.from_numpy(np.stack(rots)), torch.from_numpy(np.stack(trans))
+    rots, trans = test_image_matrices(images, data_cfg)
+    out_hw = tuple(data_cfg.input_size)
+    imgs = [normalize_image(warp_image(img, r, t, out_hw)) for img, r, t in zip(images, rots.numpy(), trans.numpy())]
+    return torch.from_numpy(np.stack(imgs)), rots, trans
 
 
 # The "test_*" names mean the test-time transform; tell pytest they are not tests when imported.
