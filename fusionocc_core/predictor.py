@@ -1,9 +1,12 @@
 """Inference API for the node and the offline tools: FrameSet in, uint8 labels + confidence out.
 
 `Predictor(cfg, checkpoint, device, precision, compile).predict(frame_set)` applies the official
-test transform (fusionocc_core.data.transforms), builds the batch, and runs the network under
-torch.inference_mode (bf16/fp16 autocast on CUDA only). The previous key-frame's backbone+neck
-features are cached by CameraFrame.stamp_ns, so every camera image goes through the backbone once.
+test transform (fusionocc_core.data.transforms: the same functions the dataset's test mode calls:
+LiDAR thinning + range box, PIL-equivalent resize + crop + normalisation, sparse depth), builds the
+batch, and runs the network under torch.inference_mode (bf16/fp16 autocast on CUDA only). On CUDA
+the images travel as uint8 (pinned, asynchronous) and are transformed on the GPU, and the sparse
+depth is projected there. The previous key-frame's backbone+neck features are cached by
+CameraFrame.stamp_ns, so every camera image goes through the backbone once.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import numpy as np
 import torch
 
 from fusionocc_core.config import Config, load_config
-from fusionocc_core.data.transforms import sparse_depth_maps, test_image_inputs, test_image_matrices
+from fusionocc_core.data.transforms import sparse_depth_tensors, test_image_matrices, test_image_tensors, test_points
 from fusionocc_core.frame import CameraFrame, FrameSet
 from fusionocc_core.model import build_model
 
@@ -54,8 +57,9 @@ class Predictor:
     """A FusionOcc model ready for inference, with the previous key-frame's image features cached."""
 
     def __init__(self, cfg: Config | str | Path, checkpoint: str | Path | None = None, device: str = "cpu",
-                 precision: str = "fp32", compile: bool = False):
+                 precision: str = "fp32", compile: bool = False, seed: int | None = None):
         self.cfg = load_config(cfg)
+        self.seed = seed  # LiDAR thinning: None seeds each frame by its stamp (reproducible per frame)
         self.device = resolve_device(device)
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -89,9 +93,10 @@ class Predictor:
     # ------------------------------------------------------------------ inputs
     def _camera_inputs(self, cams: CameraFrame, what: str, with_images: bool = True
                        ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-        """One frame's matrices (intrins, sensor2ego, post_rots, post_trans as (N, ...) tensors) and its
-        normalised images (N, 3, H, W) under the test transform. with_images=False checks the images
-        but returns None for them: a frame whose backbone features are cached needs only the matrices."""
+        """One frame's matrices (intrins, sensor2ego, post_rots, post_trans as (N, ...) CPU tensors) and
+        its normalised images (N, 3, H, W) on the device under the test transform. with_images=False
+        checks the images but returns None for them: a frame whose features are cached needs only the
+        matrices."""
         n = len(self.cfg.data.cameras)
         if len(cams.images) != n:
             raise ValueError(f"{what}.images: expected {n} camera images, got {len(cams.images)}")
@@ -101,14 +106,11 @@ class Predictor:
             raise ValueError(f"{what}.intrinsics: expected finite ({n}, 3, 3), got {K.shape}")
         if s2e.shape != (n, 4, 4) or not np.isfinite(s2e).all():
             raise ValueError(f"{what}.sensor2ego: expected finite ({n}, 4, 4), got {s2e.shape}")
-        imgs = None
         try:
-            if with_images:
-                imgs, post_rots, post_trans = test_image_inputs(cams.images, self.cfg)
-            else:
-                post_rots, post_trans = test_image_matrices(cams.images, self.cfg)
+            post_rots, post_trans = test_image_matrices(cams.images, self.cfg)
         except ValueError as exc:
             raise ValueError(f"{what}.images: {exc}") from None
+        imgs = test_image_tensors(cams.images, self.cfg, self.device, pin_memory=True) if with_images else None
         return {"intrins": torch.from_numpy(K), "sensor2ego": torch.from_numpy(s2e),
                 "post_rots": post_rots, "post_trans": post_trans}, imgs
 
@@ -119,7 +121,8 @@ class Predictor:
         return pts
 
     def make_batch(self, frame_set: FrameSet) -> tuple[dict, list[CameraFrame]]:
-        """The model batch (B = 1) of a FrameSet, and the CameraFrame used for every time step."""
+        """The model batch (B = 1) of a FrameSet, and the CameraFrame used for every time step
+        (imgs and sparse_depth on the Predictor's device, the rest on the CPU)."""
         batch, frames, _ = self._inputs(frame_set, skip_cached=False)
         return batch, frames
 
@@ -144,15 +147,16 @@ class Predictor:
         else:
             H, W = self.cfg.data.input_size
             batch["imgs"] = torch.zeros(()).expand(1, len(frames), len(self.cfg.data.cameras), 3, H, W)
-        key_points = self._points(frame_set.key_points, "key_points")
-        key_points = key_points[np.isfinite(key_points).all(axis=1)]
+        key_points = torch.from_numpy(self._points(frame_set.key_points, "key_points")).to(self.device)
         lo, hi, _ = self.cfg.grid.depth
         cur = per_t[0]
-        sparse = sparse_depth_maps(key_points, cur["sensor2ego"].numpy(), cur["intrins"].numpy(), cur["post_rots"].numpy(),
-                                   cur["post_trans"].numpy(), tuple(self.cfg.data.input_size), (lo, hi))
-        batch["sparse_depth"] = torch.from_numpy(sparse).unsqueeze(0)  # (1, N, H, W)
+        sparse = sparse_depth_tensors(key_points, cur["sensor2ego"], cur["intrins"], cur["post_rots"], cur["post_trans"],
+                                      tuple(self.cfg.data.input_size), (lo, hi))  # (N, H, W) on the device
+        batch["sparse_depth"] = sparse.unsqueeze(0)  # (1, N, H, W)
         batch["bda"] = torch.eye(3).unsqueeze(0)
-        batch["points"] = [torch.from_numpy(self._points(frame_set.points, "points"))]
+        seed = int(frame_set.stamp_ns) if self.seed is None else self.seed
+        points = test_points(self._points(frame_set.points, "points"), self.cfg, np.random.default_rng(seed))
+        batch["points"] = [torch.from_numpy(points)]
         return batch, frames, frame_imgs
 
     # ------------------------------------------------------------------ features
@@ -164,7 +168,7 @@ class Predictor:
             return self._features[stamp_ns]
         if imgs is None:
             raise RuntimeError(f"no images for frame {stamp_ns} and no cached features")  # a bug, not bad input
-        feats = self._encode(imgs.unsqueeze(0).to(self.device, non_blocking=True))
+        feats = self._encode(imgs.unsqueeze(0))
         self.backbone_runs += 1
         if stamp_ns:
             self._features[stamp_ns] = feats

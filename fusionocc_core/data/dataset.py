@@ -29,7 +29,6 @@ from fusionocc_core.data import transforms as T
 from fusionocc_core.data.io import (DataError, decode_label_map, jpeg_reduction, read_image, read_infos,
                                     read_occ_gt, read_points)
 
-RANGE_MARGIN = 1e-3  # points must lie 1 mm inside the grid (the reference's margin, applied once)
 TARGET_KEYS = ("voxel_semantics", "mask_camera", "mask_lidar", "seg_labels")
 STACK_KEYS = ("imgs", "intrins", "sensor2ego", "post_rots", "post_trans", "bda", "sparse_depth")
 REQUIRED_INFO_KEYS = ("token", "prev", "lidar_path", "lidar2ego_translation", "lidar2ego_rotation",
@@ -133,11 +132,13 @@ class OccDataset(Dataset):
                "sensor2ego": np.zeros((n_t, n_cam, 4, 4), np.float32),
                "post_rots": np.zeros((n_t, n_cam, 3, 3), np.float32),
                "post_trans": np.zeros((n_t, n_cam, 3), np.float32), "augs": []}
+        raws: list[list[np.ndarray]] = [[] for _ in frames]  # test: full-resolution images per frame
         for n, cam in enumerate(data.cameras):
             src_hw = _source_hw(self.root, info["cams"][cam])
             aug = T.sample_image_aug(src_hw, data, rng) if self.train else T.test_image_aug(src_hw, data.input_size)
             out["augs"].append((aug, src_hw))
-            reduction = jpeg_reduction(src_hw, aug.resize)  # decode JPEGs at 1/2 or 1/4 size when enough
+            # train: decode JPEGs at 1/2 or 1/4 size when enough; test: full size, as the official resize
+            reduction = jpeg_reduction(src_hw, aug.resize) if self.train else 1
             for t, frame in enumerate(frames):
                 c = frame["cams"][cam]
                 path = self.root / c["data_path"]
@@ -145,10 +146,17 @@ class OccDataset(Dataset):
                 if raw.shape[0] * reduction != src_hw[0] or raw.shape[1] * reduction != src_hw[1]:
                     raise DataError(f"{path}: image is {raw.shape[1] * reduction}x{raw.shape[0] * reduction}, "
                                     f"its sample_data says {src_hw[1]}x{src_hw[0]}")
-                img, out["post_rots"][t, n], out["post_trans"][t, n] = T.augment_image(raw, aug, src_hw)
-                T.normalize_image(img, out=out["imgs"][t, n])
+                if self.train:
+                    img, out["post_rots"][t, n], out["post_trans"][t, n] = T.augment_image(raw, aug, src_hw)
+                    T.normalize_image(img, out=out["imgs"][t, n])
+                else:
+                    raws[t].append(raw)
                 out["intrins"][t, n] = np.asarray(c["cam_intrinsic"], np.float64)
                 out["sensor2ego"][t, n] = global2key @ _cam2global(c)
+        if not self.train:  # the test transform shared with the Predictor
+            for t, images in enumerate(raws):
+                imgs, out["post_rots"][t], out["post_trans"][t] = (v.numpy() for v in T.test_image_inputs(images, data))
+                out["imgs"][t] = imgs
         return out
 
     def _points(self, i: int, global2key: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -164,13 +172,8 @@ class OccDataset(Dataset):
                 pts[:, :3] = poses.apply(lidar2key, pts[:, :3])
                 moved[sweep["token"]] = pts
         points = np.concatenate([moved[s["token"]] for s in sweeps])  # (P, 5) x y z intensity ring
-        if data.lidar_keep_prob < 1.0:  # official sub-sampling: rings above 16, else with probability p
-            keep = (points[:, 4] > data.lidar_keep_ring_above) | (rng.random(len(points)) < data.lidar_keep_prob)
-            points = points[keep]
-        lo = np.asarray(self.cfg.grid.lower) + RANGE_MARGIN
-        hi = np.asarray(self.cfg.grid.upper) - RANGE_MARGIN
-        points = points[np.all((points[:, :3] >= lo) & (points[:, :3] <= hi), axis=1)]
-        return np.ascontiguousarray(points, np.float32), moved[sweeps[0]["token"]][:, :3]
+        # official sub-sampling (rings above 16, else with probability p), then the fixed range box
+        return T.test_points(points, self.cfg, rng), moved[sweeps[0]["token"]][:, :3]
 
     def _seg_labels(self, info: dict[str, Any], augs: list, post_rots: np.ndarray, post_trans: np.ndarray) -> np.ndarray:
         """(N, H_in, W_in) int64 2D labels of the key frame under its augmentation; 17 = none."""

@@ -29,9 +29,10 @@ from typing import Sequence
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from fusionocc_core.classes import FREE_LABEL
-from fusionocc_core.config import Config, DataConfig
+from fusionocc_core.config import Config, DataConfig, GridConfig
 
 # mmcv/BEVDet image normalisation constants (RGB order)
 IMG_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
@@ -210,44 +211,52 @@ def normalize_image(img: np.ndarray, out: np.ndarray | None = None) -> np.ndarra
     return out
 
 
-def sparse_depth_map(points_ego: np.ndarray, sensor2ego: np.ndarray, intrinsic: np.ndarray,
-                     post_rot: np.ndarray, post_tran: np.ndarray, hw: tuple[int, int],
-                     depth_range: tuple[float, float]) -> np.ndarray:
-    """Project ego-frame points (P, >=3) into one augmented camera -> (H, W) float32 depth in metres,
-    the nearest point per pixel with depth in [d_min, d_max), 0 where no point lands."""
+def sparse_depth_tensors(points_ego: torch.Tensor, sensor2ego: torch.Tensor, intrinsics: torch.Tensor,
+                         post_rots: torch.Tensor, post_trans: torch.Tensor, hw: tuple[int, int],
+                         depth_range: tuple[float, float]) -> torch.Tensor:
+    """Project ego-frame points (P, >=3) into N augmented cameras -> (N, H, W) float32 depth in metres
+    on the points' device: the nearest point per pixel with depth in [d_min, d_max), 0 where no point
+    lands. Geometry in float64; non-finite points are ignored. No host synchronisation (GPU-friendly)."""
     h, w = hw
-    xyz = np.asarray(points_ego, np.float64)[:, :3]
-    xyz = xyz[np.isfinite(xyz).all(axis=1)]  # live clouds are untrusted: drop NaN/inf points
-    ego2cam = np.linalg.inv(np.asarray(sensor2ego, np.float64))
-    cam = xyz @ ego2cam[:3, :3].T + ego2cam[:3, 3]  # (P, 3) camera optical frame
-    depth = cam[:, 2]
+    dev = points_ego.device
+    n = int(sensor2ego.shape[0])
+    xyz = points_ego[:, :3].to(torch.float64)  # (P, 3)
+    ego2cam = torch.linalg.inv(sensor2ego.to(dev, torch.float64))  # (N, 4, 4)
+    cam = torch.einsum("nij,pj->npi", ego2cam[:, :3, :3], xyz) + ego2cam[:, None, :3, 3]  # (N, P, 3) optical frame
+    depth = cam[..., 2]  # (N, P); NaN for non-finite points, which fail every comparison below
     front = (depth >= max(depth_range[0], 1e-6)) & (depth < depth_range[1])
-    cam, depth = cam[front], depth[front]
-    uv = cam @ np.asarray(intrinsic, np.float64).T  # (P, 3)
-    uv = uv[:, :2] / depth[:, None]
-    uv = uv @ np.asarray(post_rot, np.float64)[:2, :2].T + np.asarray(post_tran, np.float64)[:2]
-    px = np.rint(uv)  # (P, 2) pixel u, v
-    keep = (px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h)
-    px, depth = px[keep].astype(np.int64), depth[keep]
-    out = np.zeros((h, w), dtype=np.float32)
-    if depth.size:
-        flat = px[:, 1] * w + px[:, 0]
-        order = np.lexsort((depth, flat))  # by pixel, nearest first
-        flat, depth = flat[order], depth[order]
-        first = np.ones(flat.size, dtype=bool)
-        first[1:] = flat[1:] != flat[:-1]
-        # float32 rounding must not lift a depth just below d_max onto d_max
-        below = np.nextafter(np.float32(depth_range[1]), np.float32(0))
-        out.reshape(-1)[flat[first]] = np.minimum(depth[first].astype(np.float32), below)
-    return out
+    uv = torch.einsum("nij,npj->npi", intrinsics.to(dev, torch.float64), cam)[..., :2] / depth.unsqueeze(-1)
+    uv = torch.einsum("nij,npj->npi", post_rots.to(dev, torch.float64)[:, :2, :2], uv) \
+        + post_trans.to(dev, torch.float64)[:, None, :2]
+    px = torch.round(uv)  # (N, P, 2) pixel u, v (half to even, as np.rint)
+    keep = front & (px[..., 0] >= 0) & (px[..., 0] < w) & (px[..., 1] >= 0) & (px[..., 1] < h)
+    cams = torch.arange(n, device=dev).unsqueeze(1)
+    flat = (cams * h + px[..., 1].clamp(0, h - 1).long()) * w + px[..., 0].clamp(0, w - 1).long()  # (N, P)
+    flat = torch.where(keep, flat, n * h * w)  # dropped points land in one spare slot
+    # float32 rounding must not lift a depth just below d_max onto d_max (rounding is monotonic, so
+    # the float32 minimum equals the rounded float64 minimum)
+    below = float(np.nextafter(np.float32(depth_range[1]), np.float32(0)))
+    depth32 = depth.to(torch.float32).clamp_(max=below)
+    out = torch.zeros(n * h * w + 1, dtype=torch.float32, device=dev)  # pixels no point reaches stay 0
+    out.scatter_reduce_(0, flat.reshape(-1), depth32.reshape(-1), "amin", include_self=False)
+    return out[:-1].view(n, h, w)
 
 
 def sparse_depth_maps(points_ego: np.ndarray, sensor2ego: np.ndarray, intrinsics: np.ndarray,
                       post_rots: np.ndarray, post_trans: np.ndarray, hw: tuple[int, int],
                       depth_range: tuple[float, float]) -> np.ndarray:
-    """`sparse_depth_map` for N cameras (stacked matrices) -> (N, H, W) float32."""
-    return np.stack([sparse_depth_map(points_ego, sensor2ego[i], intrinsics[i], post_rots[i], post_trans[i],
-                                      hw, depth_range) for i in range(len(sensor2ego))])
+    """`sparse_depth_tensors` on numpy inputs (N stacked cameras) -> (N, H, W) float32 numpy."""
+    pts = torch.from_numpy(np.ascontiguousarray(points_ego, np.float64)).reshape(-1, np.shape(points_ego)[-1])
+    mats = [torch.from_numpy(np.asarray(m, np.float64)) for m in (sensor2ego, intrinsics, post_rots, post_trans)]
+    return sparse_depth_tensors(pts, *mats, hw, depth_range).numpy()
+
+
+def sparse_depth_map(points_ego: np.ndarray, sensor2ego: np.ndarray, intrinsic: np.ndarray,
+                     post_rot: np.ndarray, post_tran: np.ndarray, hw: tuple[int, int],
+                     depth_range: tuple[float, float]) -> np.ndarray:
+    """`sparse_depth_maps` for one camera -> (H, W) float32."""
+    return sparse_depth_maps(points_ego, np.asarray(sensor2ego)[None], np.asarray(intrinsic)[None],
+                             np.asarray(post_rot)[None], np.asarray(post_tran)[None], hw, depth_range)[0]
 
 
 def sample_bda(data_cfg: DataConfig, rng: np.random.Generator) -> tuple[bool, bool]:
@@ -279,32 +288,123 @@ def flip_grid(grid: np.ndarray, flip_x: bool, flip_y: bool) -> np.ndarray:
     return np.ascontiguousarray(grid)
 
 
-def test_image_matrices(images: Sequence[np.ndarray], cfg: Config | DataConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """post_rots (N, 3, 3), post_trans (N, 3) of the test transform of raw (H, W, 3) uint8 RGB camera
-    images, checking each image but not transforming it (e.g. for frames whose features are cached)."""
+def _image_hw(img: np.ndarray | torch.Tensor) -> tuple[int, int]:
+    """(H, W) of one raw camera image: (H, W, 3) uint8 numpy or (3, H, W) uint8 torch (any device)."""
+    if isinstance(img, torch.Tensor):
+        if img.ndim != 3 or img.shape[0] != 3 or img.dtype != torch.uint8:
+            raise ValueError(f"camera image tensor must be (3, H, W) uint8 RGB, got {tuple(img.shape)} {img.dtype}")
+        return int(img.shape[1]), int(img.shape[2])
+    if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        shape = getattr(img, "shape", None)
+        raise ValueError(f"camera image must be (H, W, 3) uint8 RGB, got {shape} {getattr(img, 'dtype', type(img).__name__)}")
+    return int(img.shape[0]), int(img.shape[1])
+
+
+def test_image_matrices(images: Sequence[np.ndarray] | torch.Tensor, cfg: Config | DataConfig
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """post_rots (N, 3, 3), post_trans (N, 3) of the test transform of raw camera images ((H, W, 3)
+    uint8 numpy or (3, H, W) uint8 tensors), checking each image but not transforming it."""
     data_cfg = cfg.data if isinstance(cfg, Config) else cfg
     rots, trans = [], []
     for img in images:
-        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            raise ValueError(f"camera image must be (H, W, 3) uint8 RGB, got {img.shape} {img.dtype}")
-        rot, tran = image_aug_matrices(test_image_aug(img.shape[:2], data_cfg.input_size))
+        rot, tran = image_aug_matrices(test_image_aug(_image_hw(img), data_cfg.input_size))
         rots.append(rot)
         trans.append(tran)
     return torch.from_numpy(np.stack(rots)), torch.from_numpy(np.stack(trans))
 
 
-def test_image_inputs(images: Sequence[np.ndarray], cfg: Config | DataConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Raw (H, W, 3) uint8 RGB camera images -> the network input of the test transform:
-    imgs (N, 3, H_in, W_in) float32 normalised, post_rots (N, 3, 3), post_trans (N, 3).
-    The intrinsics are unchanged by the transform (the model combines K with post_rot/post_tran)."""
+_MEAN_T = torch.from_numpy(IMG_MEAN).view(1, 3, 1, 1)
+_STD_INV_T = torch.from_numpy(IMG_STD_INV).view(1, 3, 1, 1)
+
+
+def _resize_crop_normalize(batch: torch.Tensor, input_hw: tuple[int, int]) -> torch.Tensor:
+    """(B, 3, H, W) uint8 RGB, all one size -> (B, 3, H_in, W_in) float32: the official test transform.
+    PIL's `Image.resize` (bicubic, antialiased) to (int(W r), int(H r)) with r = W_in / W, rounded to
+    uint8, the bottom-centred crop (zero outside the image), then mmcv's normalisation (BGR order)."""
+    src_h, src_w = int(batch.shape[2]), int(batch.shape[3])
+    aug = test_image_aug((src_h, src_w), input_hw)
+    new_hw = (int(src_h * aug.resize), int(src_w * aug.resize))
+    if new_hw != (src_h, src_w):
+        if batch.device.type == "cpu":  # torch's uint8 antialiased path: PIL's filters in fixed point
+            batch = F.interpolate(batch, size=new_hw, mode="bicubic", antialias=True, align_corners=False)
+        else:  # float on the GPU (no uint8 kernel there), rounded and clamped to uint8 as PIL does
+            batch = F.interpolate(batch.float(), size=new_hw, mode="bicubic", antialias=True, align_corners=False)
+            batch = batch.round_().clamp_(0, 255)
+    in_h, in_w = input_hw
+    x0, y0 = aug.crop[0], aug.crop[1]
+    out = torch.zeros(batch.shape[0], 3, in_h, in_w, dtype=torch.float32, device=batch.device)
+    v0, v1 = max(0, -y0), min(in_h, new_hw[0] - y0)  # output rows covered by the resized image
+    u0, u1 = max(0, -x0), min(in_w, new_hw[1] - x0)
+    if v1 > v0 and u1 > u0:
+        out[:, :, v0:v1, u0:u1] = batch[:, :, v0 + y0:v1 + y0, u0 + x0:u1 + x0]
+    out = out.flip(1)  # mmcv imnormalize(to_rgb=True) on an RGB image: channel order B, G, R
+    return out.sub_(_MEAN_T.to(out.device)).mul_(_STD_INV_T.to(out.device))
+
+
+def test_image_tensors(images: Sequence[np.ndarray] | torch.Tensor, cfg: Config | DataConfig,
+                       device: torch.device | str = "cpu", pin_memory: bool = False) -> torch.Tensor:
+    """Raw camera images -> (N, 3, H_in, W_in) float32 network input on `device`, the official test
+    transform (see `_resize_crop_normalize`). Images are (H, W, 3) uint8 RGB numpy arrays (uploaded
+    as uint8; pinned first with pin_memory, for an asynchronous copy) or (3, H, W) uint8 RGB tensors,
+    e.g. decoded on the GPU; same-size images are transformed as one batch."""
     data_cfg = cfg.data if isinstance(cfg, Config) else cfg
-    rots, trans = test_image_matrices(images, data_cfg)
-    out_hw = tuple(data_cfg.input_size)
-    imgs = [normalize_image(warp_image(img, r, t, out_hw)) for img, r, t in zip(images, rots.numpy(), trans.numpy())]
-    return torch.from_numpy(np.stack(imgs)), rots, trans
+    input_hw = tuple(int(v) for v in data_cfg.input_size)
+    device = torch.device(device)
+    sizes = [_image_hw(img) for img in images]
+    out = torch.empty(len(sizes), 3, *input_hw, dtype=torch.float32, device=device)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, hw in enumerate(sizes):
+        groups.setdefault(hw, []).append(i)
+    for idx in groups.values():
+        if isinstance(images, torch.Tensor) or isinstance(images[idx[0]], torch.Tensor):
+            batch = torch.stack([images[i] for i in idx]).to(device, non_blocking=True)  # (B, 3, H, W)
+        else:
+            host = torch.from_numpy(np.stack([images[i] for i in idx]))  # (B, H, W, 3)
+            if pin_memory and device.type == "cuda":
+                host = host.pin_memory()
+            batch = host.to(device, non_blocking=True).permute(0, 3, 1, 2)  # channels-last view
+        out[idx] = _resize_crop_normalize(batch, input_hw)
+    return out
+
+
+def test_image_inputs(images: Sequence[np.ndarray] | torch.Tensor, cfg: Config | DataConfig,
+                      device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Raw camera images -> the network input of the test transform: imgs (N, 3, H_in, W_in) float32
+    normalised (on `device`), post_rots (N, 3, 3), post_trans (N, 3). The intrinsics are unchanged
+    by the transform (the model combines K with post_rot/post_tran)."""
+    rots, trans = test_image_matrices(images, cfg)
+    return test_image_tensors(images, cfg, device), rots, trans
+
+
+RANGE_MARGIN = 1e-3  # points must lie 1 mm inside the grid (the reference's margin, applied once)
+
+
+def points_in_grid(points: np.ndarray, grid_cfg: GridConfig) -> np.ndarray:
+    """The rows of points (P, >=3) whose xyz lie inside the grid box shrunk by RANGE_MARGIN; NaN rows
+    drop out. A fixed box: the reference's filter shrinks it by 1 mm per sample (a bug)."""
+    lo = np.asarray(grid_cfg.lower) + RANGE_MARGIN
+    hi = np.asarray(grid_cfg.upper) - RANGE_MARGIN
+    return points[np.all((points[:, :3] >= lo) & (points[:, :3] <= hi), axis=1)]
+
+
+def test_points(points: np.ndarray, cfg: Config, rng: np.random.Generator) -> np.ndarray:
+    """The merged sweeps (P, 5) as the network gets them at test time: thinned, then range-filtered;
+    float32 and contiguous. The dataset and the Predictor both call this (one input path)."""
+    return np.ascontiguousarray(points_in_grid(thin_points(points, cfg.data, rng), cfg.grid), np.float32)
+
+
+def thin_points(points: np.ndarray, data_cfg: DataConfig, rng: np.random.Generator) -> np.ndarray:
+    """The official LiDAR sub-sampling of the merged sweeps (P, 5): keep a point if its ring index is
+    above `lidar_keep_ring_above`, otherwise with probability `lidar_keep_prob` (1.0 keeps all)."""
+    if data_cfg.lidar_keep_prob >= 1.0:
+        return points
+    keep = (points[:, 4] > data_cfg.lidar_keep_ring_above) | (rng.random(len(points)) < data_cfg.lidar_keep_prob)
+    return points[keep]
 
 
 # The "test_*" names mean the test-time transform; tell pytest they are not tests when imported.
 test_image_aug.__test__ = False  # type: ignore[attr-defined]
 test_image_inputs.__test__ = False  # type: ignore[attr-defined]
 test_image_matrices.__test__ = False  # type: ignore[attr-defined]
+test_image_tensors.__test__ = False  # type: ignore[attr-defined]
+test_points.__test__ = False  # type: ignore[attr-defined]

@@ -10,15 +10,24 @@ Semantics follow spconv (cross-correlation, like `torch.nn.Conv3d`):
 * SubMConv3d: outputs only at the input's active sites, `out[o] = sum_k W[k] in[o + (k - k//2) d]`.
 * SparseConv3d: output site o is active if any active input lies in its receptive field
   `o*s - p + k*d`; output shape `(S + 2p - d(k-1) - 1) // s + 1` per axis.
+Two rulebook forms, the same arithmetic (tests check one against the other and against Conv3d):
+* "pairs" (the CPU default): per kernel offset the list of hit (input, output) rows, so only real
+  neighbours are gathered; building it syncs with the host once per offset (boolean masks).
+* "table" (the CUDA default): a (M_out, K) neighbour table, missing neighbours pointing at one
+  zero row, and one gather + one (M_out, K*C_in) @ (K*C_in, C_out) GEMM per conv (in row chunks).
+  No host synchronisation except one `unique` per strided conv (its output site count).
+`sparse_conv_algorithm("pairs"|"table"|"auto")` overrides the choice (tests, benchmarks).
+
 Weights are stored as (kx, ky, kz, C_in, C_out), the mmcv layout of the official checkpoint;
 `weight.permute(4, 3, 0, 1, 2)` is the equivalent `nn.Conv3d` weight.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -122,6 +131,15 @@ def _kernel_offsets(kernel_size: Triple) -> list[Triple]:
     return list(itertools.product(*(range(k) for k in kernel_size)))  # type: ignore[arg-type]
 
 
+def _conv_out_shape(shape: Triple, kernel_size: Triple, stride: Triple, padding: Triple, dilation: Triple) -> Triple:
+    """Output spatial shape of a regular sparse conv (as nn.Conv3d); refuses an empty one."""
+    out_shape = tuple((s + 2 * p - d * (k - 1) - 1) // st + 1
+                      for s, k, st, p, d in zip(shape, kernel_size, stride, padding, dilation))
+    if any(s <= 0 for s in out_shape):
+        raise ValueError(f"SparseConv3d: empty output shape {out_shape} for input {shape}")
+    return out_shape  # type: ignore[return-value]
+
+
 def build_subm_rulebook(x: SparseTensor, kernel_size: Triple, dilation: Triple) -> Rulebook:
     """Pairs (input row, output row) of a submanifold conv: output sites = input sites."""
     if any(k % 2 == 0 for k in kernel_size):
@@ -159,12 +177,7 @@ def build_strided_rulebook(
     x: SparseTensor, kernel_size: Triple, stride: Triple, padding: Triple, dilation: Triple
 ) -> tuple[Rulebook, torch.Tensor, Triple]:
     """Pairs of a regular sparse conv plus its output indices (M', 4) and spatial shape."""
-    out_shape = tuple(
-        (s + 2 * p - d * (k - 1) - 1) // st + 1
-        for s, k, st, p, d in zip(x.spatial_shape, kernel_size, stride, padding, dilation)
-    )
-    if any(s <= 0 for s in out_shape):
-        raise ValueError(f"SparseConv3d: empty output shape {out_shape} for input {x.spatial_shape}")
+    out_shape = _conv_out_shape(x.spatial_shape, kernel_size, stride, padding, dilation)
     key = ("conv", kernel_size, stride, padding, dilation)
     if key in x.cache:
         return x.cache[key]
@@ -197,6 +210,113 @@ def build_strided_rulebook(
     result = (Rulebook(pairs, int(uniq.shape[0])), out_indices, out_shape)
     x.cache[key] = result
     return result  # type: ignore[return-value]
+
+
+ALGORITHMS = ("auto", "pairs", "table")
+_algorithm = "auto"
+TABLE_CHUNK_ELEMENTS = 1 << 26  # gathered elements per GEMM chunk of the table path (128 MB in bf16)
+
+
+@contextlib.contextmanager
+def sparse_conv_algorithm(name: str) -> Iterator[None]:
+    """Within the block, sparse convs build "pairs" or "table" rulebooks ("auto": table on CUDA)."""
+    global _algorithm
+    if name not in ALGORITHMS:
+        raise ValueError(f"sparse conv algorithm must be one of {ALGORITHMS}, got {name!r}")
+    previous, _algorithm = _algorithm, name
+    try:
+        yield
+    finally:
+        _algorithm = previous
+
+
+def _use_table(device: torch.device) -> bool:
+    return _algorithm == "table" or (_algorithm == "auto" and device.type == "cuda")
+
+
+@dataclass
+class NeighbourTable:
+    """table[o, k] = input row feeding output row o through kernel offset k, or num_in (a zero row)."""
+
+    table: torch.Tensor  # (M_out, K) int64
+    num_in: int
+
+    @property
+    def num_out(self) -> int:
+        return int(self.table.shape[0])
+
+
+def _lookup(x: SparseTensor, coords: torch.Tensor) -> torch.Tensor:
+    """Row of each [b, x, y, z] in `coords` (..., 4) among x's sites, or M (= not active / outside)."""
+    M = x.indices.shape[0]
+    sorted_keys, order = x.sorted_keys()
+    shape = torch.tensor(x.spatial_shape, device=coords.device)
+    inside = ((coords[..., 1:] >= 0) & (coords[..., 1:] < shape)).all(-1)  # an outside key would alias
+    keys = linear_keys(coords.reshape(-1, 4), x.spatial_shape).view(coords.shape[:-1])
+    pos = torch.searchsorted(sorted_keys, keys).clamp_(max=max(M - 1, 0))
+    found = inside & (sorted_keys[pos] == keys) if M else inside & False
+    return torch.where(found, order[pos] if M else pos, M)
+
+
+def _offset_deltas(kernel_size: Triple, dilation: Triple, device: torch.device, centred: bool) -> torch.Tensor:
+    """(K, 4) [0, dx, dy, dz] per kernel offset in weight order; centred: relative to the centre tap."""
+    offs = torch.tensor(_kernel_offsets(kernel_size), device=device)
+    if centred:
+        offs = offs - torch.tensor([k // 2 for k in kernel_size], device=device)
+    offs = offs * torch.tensor(dilation, device=device)
+    return torch.cat([torch.zeros_like(offs[:, :1]), offs], 1)
+
+
+def build_subm_table(x: SparseTensor, kernel_size: Triple, dilation: Triple) -> NeighbourTable:
+    """Neighbour table of a submanifold conv (output sites = input sites); no host sync."""
+    if any(k % 2 == 0 for k in kernel_size):
+        raise ValueError(f"SubMConv3d needs odd kernel sizes, got {kernel_size}")
+    key = ("subm_table", kernel_size, dilation)
+    if key not in x.cache:
+        deltas = _offset_deltas(kernel_size, dilation, x.indices.device, centred=True)  # (K, 4)
+        x.cache[key] = NeighbourTable(_lookup(x, x.indices.unsqueeze(1) + deltas), x.indices.shape[0])  # (M, K)
+    return x.cache[key]
+
+
+def build_strided_table(x: SparseTensor, kernel_size: Triple, stride: Triple, padding: Triple, dilation: Triple
+                        ) -> tuple[NeighbourTable, torch.Tensor, Triple]:
+    """Neighbour table of a regular sparse conv, its output indices (M', 4) in C order of their linear
+    keys (as the pairs form) and spatial shape; one host sync (the output site count)."""
+    out_shape = _conv_out_shape(x.spatial_shape, kernel_size, stride, padding, dilation)
+    key = ("conv_table", kernel_size, stride, padding, dilation)
+    if key in x.cache:
+        return x.cache[key]
+    dev = x.indices.device
+    s = torch.tensor((1,) + stride, device=dev)
+    p = torch.tensor((0,) + padding, device=dev)
+    deltas = _offset_deltas(kernel_size, dilation, dev, centred=False)  # (K, 4) k * d
+    num = x.indices.unsqueeze(1) + p - deltas  # (M, K, 4): o * s for the output fed through offset k
+    out = torch.div(num, s, rounding_mode="floor")
+    shape = torch.tensor((x.batch_size,) + out_shape, device=dev)
+    ok = ((num % s == 0) & (num >= 0) & (out < shape)).all(-1)  # (M, K)
+    sentinel = x.batch_size * math.prod(out_shape)  # one past every real key; always present
+    cand = torch.where(ok, linear_keys(out.reshape(-1, 4), out_shape).view(ok.shape), sentinel)
+    uniq = torch.unique(torch.cat([cand.reshape(-1), cand.new_full((1,), sentinel)]))[:-1]  # (M',) sorted
+    out_indices = torch.empty(uniq.shape[0], 4, dtype=torch.long, device=dev)
+    rest = uniq
+    for a, size in ((3, out_shape[2]), (2, out_shape[1]), (1, out_shape[0])):
+        out_indices[:, a] = rest % size
+        rest = rest // size
+    out_indices[:, 0] = rest
+    src = out_indices.unsqueeze(1) * s - p + deltas  # (M', K, 4) input site of each offset
+    result = (NeighbourTable(_lookup(x, src), x.indices.shape[0]), out_indices, out_shape)
+    x.cache[key] = result
+    return result  # type: ignore[return-value]
+
+
+def _table_conv(feats: torch.Tensor, weight: torch.Tensor, nt: NeighbourTable) -> torch.Tensor:
+    """out (M', C_out) = [feats; 0][table] (M', K, C_in) flattened @ weight (K*C_in, C_out), in row chunks."""
+    K, c_in, c_out = weight.shape
+    padded = torch.cat([feats, feats.new_zeros(1, c_in)])  # row num_in = the missing neighbour
+    w = weight.reshape(K * c_in, c_out)
+    rows = max(1, TABLE_CHUNK_ELEMENTS // (K * c_in))
+    chunks = [padded[nt.table[r:r + rows]].reshape(-1, K * c_in) @ w for r in range(0, max(nt.num_out, 1), rows)]
+    return torch.cat(chunks) if len(chunks) != 1 else chunks[0]
 
 
 def _gather_gemm_scatter(feats: torch.Tensor, weight: torch.Tensor, rb: Rulebook) -> torch.Tensor:
@@ -284,7 +404,7 @@ class _SparseConvBase(nn.Module):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, bias={self.bias is not None}")
 
-    def _apply_rulebook(self, feats: torch.Tensor, rb: Rulebook) -> torch.Tensor:
+    def _apply_rulebook(self, feats: torch.Tensor, rb: Rulebook | NeighbourTable) -> torch.Tensor:
         if feats.shape[1] != self.in_channels:
             raise ValueError(f"{type(self).__name__}: expected {self.in_channels} input channels, got {feats.shape[1]}")
         w = self.weight.reshape(-1, self.in_channels, self.out_channels)  # (K, C_in, C_out)
@@ -293,7 +413,10 @@ class _SparseConvBase(nn.Module):
             dtype = torch.get_autocast_dtype(dev)
             feats, w = feats.to(dtype), w.to(dtype)
         with torch.autocast(dev, enabled=False):
-            out = _SparseConvFunction.apply(feats, w, rb)  # (M', C_out)
+            if isinstance(rb, NeighbourTable):
+                out = _table_conv(feats, w, rb)  # (M', C_out), autograd through gather + GEMM
+            else:
+                out = _SparseConvFunction.apply(feats, w, rb)  # (M', C_out)
             if self.bias is not None:
                 out = out + self.bias.to(out.dtype)
         return out
@@ -305,15 +428,16 @@ class SubMConv3d(_SparseConvBase):
     subm = True
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        rb = build_subm_rulebook(x, self.kernel_size, self.dilation)
-        return x.replace_feature(self._apply_rulebook(x.features, rb))
+        build = build_subm_table if _use_table(x.features.device) else build_subm_rulebook
+        return x.replace_feature(self._apply_rulebook(x.features, build(x, self.kernel_size, self.dilation)))
 
 
 class SparseConv3d(_SparseConvBase):
     """Regular (e.g. strided) sparse conv: output sites = every site whose receptive field is hit."""
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        rb, out_indices, out_shape = build_strided_rulebook(x, self.kernel_size, self.stride, self.padding, self.dilation)
+        build = build_strided_table if _use_table(x.features.device) else build_strided_rulebook
+        rb, out_indices, out_shape = build(x, self.kernel_size, self.stride, self.padding, self.dilation)
         feats = self._apply_rulebook(x.features, rb)
         return SparseTensor(feats, out_indices, out_shape, x.batch_size, check=False)
 

@@ -1,6 +1,10 @@
-"""Sparse conv (gather-GEMM-scatter) equals a dense Conv3d on the same active sites, forward and backward."""
+"""Sparse conv (gather-GEMM-scatter) equals a dense Conv3d on the same active sites, forward and backward.
+
+Every test runs with both rulebook forms: "pairs" (the CPU default) and "table" (the sync-free CUDA
+default), so the GPU algorithm is checked on the CPU in CI against the same oracles."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -12,8 +16,18 @@ from fusionocc_core.ops.sparse_conv import (
     SparseSequential,
     SparseTensor,
     SubMConv3d,
+    build_strided_rulebook,
+    build_strided_table,
     build_subm_rulebook,
+    build_subm_table,
+    sparse_conv_algorithm,
 )
+
+
+@pytest.fixture(autouse=True, params=["pairs", "table"])
+def algorithm(request):
+    with sparse_conv_algorithm(request.param):
+        yield request.param
 
 
 def _random_sparse(seed: int, B: int, C: int, shape: tuple[int, int, int], density: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,7 +145,7 @@ def test_submanifold_rulebook_is_built_once_per_site_set() -> None:
     x = SparseTensor.from_dense(dense.float(), mask)
     net = SparseSequential(SubMConv3d(4, 4, 3), SparseBatchNorm1d(4), torch.nn.ReLU(), SubMConv3d(4, 4, 3))
     y = net(x)
-    assert y.cache is x.cache and sum(1 for k in x.cache if k[0] == "subm") == 1
+    assert y.cache is x.cache and sum(1 for k in x.cache if k[0] in ("subm", "subm_table")) == 1
 
 
 def test_weight_layout_is_mmcv_and_gradient_reaches_it() -> None:
@@ -159,12 +173,46 @@ def test_bf16_autocast_runs_in_bf16_and_stays_close() -> None:
     torch.testing.assert_close(got.float(), ref, rtol=0.05, atol=0.05)
 
 
-def test_bad_inputs_are_refused_with_a_clear_message() -> None:
-    import pytest
+def test_table_and_pairs_rulebooks_hold_the_same_neighbours() -> None:
+    # an independent check of the two forms: expand the table into (input, output) pairs per offset
+    dense, mask = _random_sparse(5, B=2, C=1, shape=(9, 7, 6), density=0.35)
+    x = SparseTensor.from_dense(dense, mask)
+    for pairs_rb, table in [(build_subm_rulebook(x, (3, 3, 3), (1, 1, 1)), build_subm_table(x, (3, 3, 3), (1, 1, 1))),
+                            (build_strided_rulebook(x, (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1)),
+                             build_strided_table(x, (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1)))]:
+        if isinstance(pairs_rb, tuple):
+            (pairs_rb, idx_p, shape_p), (table, idx_t, shape_t) = pairs_rb, table
+            assert shape_p == shape_t and torch.equal(idx_p, idx_t)
+        assert pairs_rb.num_out == table.num_out
+        for k, (i, o) in enumerate(pairs_rb.pairs):
+            if i is None:
+                i = o = torch.arange(pairs_rb.num_out)
+            col = table.table[:, k]
+            hit = (col < table.num_in).nonzero()[:, 0]
+            got = sorted(zip(col[hit].tolist(), hit.tolist()))
+            assert got == sorted(zip(i.tolist(), o.tolist())), f"offset {k}"
 
+
+def test_table_path_runs_in_chunks(monkeypatch) -> None:
+    from fusionocc_core.ops import sparse_conv
+
+    dense, mask = _random_sparse(6, B=1, C=4, shape=(6, 6, 6), density=0.5)
+    x = SparseTensor.from_dense(dense.float(), mask)
+    conv = SubMConv3d(4, 5, 3)
+    with sparse_conv_algorithm("table"):
+        whole = conv(x).features
+        monkeypatch.setattr(sparse_conv, "TABLE_CHUNK_ELEMENTS", 27 * 4 * 7)  # 7 rows per chunk
+        chunked = conv(SparseTensor.from_dense(dense.float(), mask)).features
+    torch.testing.assert_close(chunked, whole)
+
+
+def test_bad_inputs_are_refused_with_a_clear_message() -> None:
     with pytest.raises(ValueError, match="outside"):
         SparseTensor(torch.zeros(1, 2), torch.tensor([[0, 8, 0, 0]]), (8, 8, 8), 1)
     with pytest.raises(ValueError, match="input channels"):
         SubMConv3d(3, 4, 3)(SparseTensor(torch.zeros(1, 2), torch.tensor([[0, 1, 1, 1]]), (8, 8, 8), 1))
     with pytest.raises(ValueError, match="odd"):
         SubMConv3d(2, 4, 2)(SparseTensor(torch.zeros(1, 2), torch.tensor([[0, 1, 1, 1]]), (8, 8, 8), 1))
+    with pytest.raises(ValueError, match="algorithm"):
+        with sparse_conv_algorithm("spconv"):
+            pass

@@ -138,6 +138,37 @@ def test_official_subsampling_and_range(root: Path) -> None:
     assert np.all(np.abs(kept[:, :2]) < 40) and np.all(kept[:, 2] > -1) and np.all(kept[:, 2] < 5.4)
 
 
+def test_predictor_gets_the_same_points_and_images_as_the_dataset(root: Path) -> None:
+    # One test-time input path: the same raw sweep and images through OccDataset(train=False) and
+    # through Predictor.make_batch (a FrameSet as the ROS node builds it) give the same network input.
+    from PIL import Image
+
+    from fusionocc_core.frame import CameraFrame, FrameSet
+    from fusionocc_core.predictor import Predictor
+
+    cfg = load_config("tiny")
+    cfg.data.lidar_keep_prob = 0.2
+    cfg.data.num_lidar_sweeps = 1
+    cfg.data.num_adj_img_frames = 0
+    ds = OccDataset(root / "infos.pkl", root, cfg, train=False)
+    i = 1
+    info = ds.infos[i]
+    sample = ds[i]
+    raw = np.fromfile(root / info["lidar_path"], np.float32).reshape(-1, 5).copy()
+    raw[:, :3] = global_to_ego(info, sweep_to_global(root, info))
+    images = [np.asarray(Image.open(root / info["cams"][c]["data_path"]).convert("RGB")) for c in CAMERA_NAMES]
+    cams = CameraFrame(images, sample["intrins"][0].numpy(), sample["sensor2ego"][0].numpy(), stamp_ns=1)
+    batch, _ = Predictor(cfg, seed=i).make_batch(FrameSet(2, cams, [], raw, raw))
+    got = batch["points"][0].numpy()
+    assert got.shape == sample["points"].shape  # the same points survive thinning with the same seed
+    np.testing.assert_allclose(got, sample["points"].numpy(), atol=2e-3)
+    assert (got[:, 4] <= 16).sum() < 0.3 * (raw[:, 4] <= 16).sum()  # thinned, not the full cloud
+    # the images: the dataset decodes JPEGs with OpenCV, PIL may round the IDCT differently
+    diff = (batch["imgs"][0, 0] - sample["imgs"][0]).abs() * torch.from_numpy(T.IMG_STD).view(3, 1, 1)
+    assert float(diff.max()) <= 3.0 and float(diff.mean()) < 0.2
+    torch.testing.assert_close(batch["post_rots"][0, 0], sample["post_rots"][0])
+
+
 def test_sparse_depth_from_the_current_sweep(root: Path) -> None:
     ds = OccDataset(root / "infos.pkl", root, CFG, train=True)
     torch.manual_seed(1)

@@ -233,21 +233,91 @@ def test_bev_flips_keep_grid_and_points_consistent() -> None:
             assert g.flags["C_CONTIGUOUS"]
 
 
-def test_test_image_inputs_for_the_predictor() -> None:
-    rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, size=(900, 1600, 3), dtype=np.uint8) for _ in range(6)]
-    imgs, rots, trans = T.test_image_inputs(images, CFG)
-    assert imgs.shape == (6, 3, 128, 352) and imgs.dtype == torch.float32
-    assert rots.shape == (6, 3, 3) and trans.shape == (6, 3)
-    aug = T.test_image_aug(SRC_HW, CFG.data.input_size)
-    ref = T.normalize_image(T.augment_image(images[2], aug)[0])
-    np.testing.assert_allclose(imgs[2].numpy(), ref)
-    # a camera with another source size gets its own resize
-    imgs2, rots2, _ = T.test_image_inputs([images[0][:450, :800]], CFG.data)
-    assert imgs2.shape == (1, 3, 128, 352)
-    assert rots2[0, 0, 0].item() == pytest.approx(352 / 800)
+def _natural_images(count: int, hw: tuple[int, int], seed: int) -> list[np.ndarray]:
+    """Smooth noise with sharp edges (like photos: flat areas, texture and step edges), uint8 RGB."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        img = cv2.GaussianBlur(rng.integers(0, 256, (*hw, 3), dtype=np.uint8), (0, 0), 3.0)
+        img[hw[0] // 3: hw[0] // 2, hw[1] // 4: hw[1] // 2] = rng.integers(0, 256, 3, dtype=np.uint8)  # a block
+        out.append(img)
+    return out
+
+
+def _pil_test_transform(img: np.ndarray, input_hw: tuple[int, int]) -> np.ndarray:
+    """The official test transform written with PIL (the oracle): Image.resize to (int(W r), int(H r)),
+    Pillow's default resampling (bicubic), Image.crop of the bottom-centred box -> (H_in, W_in, 3) uint8."""
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    r = input_hw[1] / w
+    new_w, new_h = int(w * r), int(h * r)
+    x0 = int(max(0, new_w - input_hw[1]) / 2)
+    y0 = new_h - input_hw[0]
+    out = Image.fromarray(img).resize((new_w, new_h)).crop((x0, y0, x0 + input_hw[1], y0 + input_hw[0]))
+    return np.asarray(out)
+
+
+def _denormalise(imgs: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) network input -> (N, H, W, 3) RGB grey levels (float)."""
+    bgr = imgs.double().numpy() * T.IMG_STD[None, :, None, None] + T.IMG_MEAN[None, :, None, None]
+    return bgr[:, ::-1].transpose(0, 2, 3, 1)
+
+
+@pytest.mark.parametrize("cfg", [CFG, OFFICIAL], ids=["tiny", "official"])
+def test_test_image_inputs_equal_the_official_pil_transform(cfg) -> None:
+    images = _natural_images(2, SRC_HW, seed=0)
+    imgs, rots, trans = T.test_image_inputs(images, cfg)
+    in_h, in_w = cfg.data.input_size
+    assert imgs.shape == (2, 3, in_h, in_w) and imgs.dtype == torch.float32
+    assert rots.shape == (2, 3, 3) and trans.shape == (2, 3)
+    got = _denormalise(imgs)
+    for i, img in enumerate(images):
+        diff = np.abs(got[i] - _pil_test_transform(img, (in_h, in_w)).astype(np.float64))
+        assert np.percentile(diff, 99) <= 2.0 and diff.mean() < 0.5, (np.percentile(diff, 99), diff.mean())
+    # the matrices map a source pixel onto the pixel the transform put it at (resize, bottom crop)
+    rot, tran = rots[0].numpy(), trans[0].numpy()
+    assert rot[0, 0] == pytest.approx(in_w / SRC_HW[1]) and tran[1] == pytest.approx(-(int(SRC_HW[0] * (in_w / SRC_HW[1])) - in_h))
+    # the normalisation is mmcv's (BGR order, RGB mean/std), bit for bit, on unresized pixels
+    same = T.test_image_inputs([images[0][:in_h, :in_w]], cfg)[0][0].numpy()
+    np.testing.assert_array_equal(same, T.normalize_image(images[0][:in_h, :in_w]))
+
+
+def test_test_image_inputs_per_source_size_and_refusals() -> None:
+    images = _natural_images(2, SRC_HW, seed=1)
+    # a camera with another source size gets its own resize; (3, H, W) uint8 tensors are accepted
+    mixed = [images[0], images[1][:450, :800]]
+    imgs, rots, _ = T.test_image_inputs(mixed, CFG.data)
+    assert imgs.shape == (2, 3, 128, 352) and rots[1, 0, 0].item() == pytest.approx(352 / 800)
+    as_tensors = [torch.from_numpy(im).permute(2, 0, 1) for im in mixed]
+    torch.testing.assert_close(T.test_image_inputs(as_tensors, CFG)[0], imgs, atol=0.0, rtol=0.0)
+    # a source smaller than the input is padded with black below the crop's top, as PIL's crop does
+    small = T.test_image_inputs([images[0][:100, :352]], CFG)[0][0]
+    black = torch.from_numpy(T.normalize_image(np.zeros((1, 1, 3), np.uint8)))[:, 0, 0]
+    torch.testing.assert_close(small[:, :28, 5], black[:, None].expand(3, 28))
     with pytest.raises(ValueError, match="uint8"):
         T.test_image_inputs([images[0].astype(np.float32)], CFG)
+    with pytest.raises(ValueError, match="uint8"):
+        T.test_image_inputs([torch.zeros(3, 10, 10)], CFG)
+
+
+def test_test_points_thin_like_the_official_pipeline() -> None:
+    rng = np.random.default_rng(0)
+    pts = np.column_stack([rng.uniform(-45, 45, (20000, 2)), rng.uniform(-2, 6, 20000), rng.uniform(0, 255, 20000),
+                           rng.integers(0, 32, 20000)]).astype(np.float32)
+    pts[::50, 0] = np.nan
+    out = T.test_points(pts, OFFICIAL, np.random.default_rng(7))
+    again = T.test_points(pts, OFFICIAL, np.random.default_rng(7))
+    np.testing.assert_array_equal(out, again)  # same seed, same points
+    lo, hi = np.asarray(OFFICIAL.grid.lower), np.asarray(OFFICIAL.grid.upper)
+    inside = np.all((pts[:, :3] > lo + 1e-3) & (pts[:, :3] < hi - 1e-3), axis=1)
+    high_rings = inside & (pts[:, 4] > 16)
+    assert set(map(tuple, pts[high_rings])) <= set(map(tuple, out))  # every ring above 16 is kept
+    low_kept = (out[:, 4] <= 16).sum() / (inside & (pts[:, 4] <= 16)).sum()
+    assert 0.17 < low_kept < 0.23  # the rest with probability 0.2
+    assert np.isfinite(out).all() and out.dtype == np.float32 and out.flags["C_CONTIGUOUS"]
 
 
 @settings(max_examples=60, deadline=None)
