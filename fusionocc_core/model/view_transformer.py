@@ -238,7 +238,8 @@ class CrossModalLSS(nn.Module):
              post_rots: torch.Tensor, post_trans: torch.Tensor, bda: torch.Tensor) -> torch.Tensor:
         """Pool depth (BN, D, h, w) x feature (BN, F, h, w) into the volume (B, F, Z, Y, X)."""
         B, N = sensor2ego.shape[:2]
-        key = geometry_key(sensor2ego, intrins, post_rots, post_trans, bda, self.frustum)
+        # the frustum is fixed per module (input size, downsample, depth bins): not part of the key
+        key = geometry_key(sensor2ego, intrins, post_rots, post_trans, bda)
         plan = self.plan_cache.get(key)
         if plan is None:
             with torch.no_grad():

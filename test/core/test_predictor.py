@@ -186,3 +186,14 @@ def test_untrusted_points_never_break_batch_building(predictor, points):
     finite = np.isfinite(points).all(1)
     inside = finite & (points[:, :3] >= [-40, -40, -1]).all(1) & (points[:, :3] < [40, 40, 5.4]).all(1)
     assert clean.shape[0] == int(inside.sum())
+
+
+def test_warmup_runs_real_shapes_and_leaves_no_state(predictor):
+    predictor.predict(frame_set(5, 9_000, []))
+    seconds = predictor.warmup(iterations=2, image_hw=SRC_HW, num_points=2000)
+    assert seconds > 0
+    assert not predictor._features and len(predictor.model.img_view_transformer.plan_cache._plans) == 0
+    # the next real frame is encoded (nothing stale from the warm-up is taken from the cache)
+    runs = predictor.backbone_runs
+    predictor.predict(frame_set(6, 9_500, []))
+    assert predictor.backbone_runs == runs + 1

@@ -23,7 +23,8 @@ from fusionocc_core.config import PRESET_DIR, load_config
 from fusionocc_core.frame import CameraFrame, FrameSet
 from fusionocc_core.model import build_model
 from fusionocc_core.model.example_inputs import example_batch, rig_extrinsics, rig_intrinsics, scene_points
-from fusionocc_core.ops.sparse_conv import SparseConv3d, SparseTensor, SubMConv3d
+from fusionocc_core.data import transforms as T
+from fusionocc_core.ops.sparse_conv import SparseConv3d, SparseTensor, SubMConv3d, sparse_conv_algorithm
 from fusionocc_core.ops.voxel_pool import plan_voxel_pool, voxel_pool
 from fusionocc_core.predictor import Predictor
 
@@ -78,6 +79,53 @@ def test_sparse_conv_matches_cpu_forward_and_backward(make) -> None:
         grads.append((y.detach().cpu(), x.grad.cpu(), c.weight.grad.detach().cpu().clone()))
     for a, b in zip(*grads):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+
+
+def test_lidar_encoder_table_equals_pairs_on_a_realistic_official_cloud() -> None:
+    # the sync-free neighbour-table path (the CUDA default) against the pair rulebook, same device
+    cfg = load_config("official")
+    torch.manual_seed(0)
+    model = build_model(cfg).lidar_encoder.eval().to(DEVICE)
+    pts, _ = scene_points(np.random.default_rng(0), 250_000)
+    points = [torch.from_numpy(pts).to(DEVICE)]
+    outs = {}
+    with torch.inference_mode():
+        for algo in ("pairs", "table"):
+            with sparse_conv_algorithm(algo):
+                outs[algo] = model(points).float().cpu()
+    assert outs["pairs"].abs().sum() > 0
+    torch.testing.assert_close(outs["table"], outs["pairs"], rtol=1e-4, atol=1e-4)
+
+
+def test_image_transform_on_the_device_equals_cpu_and_pil() -> None:
+    import cv2
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = [cv2.GaussianBlur(rng.integers(0, 256, (900, 1600, 3), dtype=np.uint8), (0, 0), 3.0) for _ in range(6)]
+    cfg = load_config("official")
+    cpu = T.test_image_tensors(images, cfg, "cpu")
+    dev = T.test_image_tensors(images, cfg, DEVICE, pin_memory=True).cpu()
+    grey = (dev - cpu).abs() * torch.from_numpy(T.IMG_STD).view(1, 3, 1, 1)  # grey levels
+    assert float(grey.max()) <= 1.0 + 1e-3 and float(grey.mean()) < 0.05, (float(grey.max()), float(grey.mean()))
+    # (3, H, W) uint8 tensors already on the device (e.g. nvJPEG output) give the same input
+    on_dev = [torch.from_numpy(im).permute(2, 0, 1).to(DEVICE) for im in images]
+    torch.testing.assert_close(T.test_image_tensors(on_dev, cfg, DEVICE).cpu(), dev, rtol=0, atol=0)
+    pil = np.asarray(Image.fromarray(images[0]).resize((1408, 792)).crop((0, 280, 1408, 792))).astype(np.float64)
+    got = dev[0].double().numpy() * T.IMG_STD[:, None, None] + T.IMG_MEAN[:, None, None]
+    diff = np.abs(got[::-1].transpose(1, 2, 0) - pil)
+    assert np.percentile(diff, 99) <= 2.0
+
+
+def test_sparse_depth_on_the_device_equals_cpu() -> None:
+    pts, _ = scene_points(np.random.default_rng(1), 40_000)
+    rot, tran = T.image_aug_matrices(T.test_image_aug((900, 1600), (512, 1408)))
+    mats = [torch.from_numpy(np.asarray(m, np.float64)) for m in
+            (rig_extrinsics(), rig_intrinsics(), np.repeat(rot[None], 6, 0), np.repeat(tran[None], 6, 0))]
+    cpu = T.sparse_depth_tensors(torch.from_numpy(pts), *mats, (512, 1408), (1.0, 45.0))
+    dev = T.sparse_depth_tensors(torch.from_numpy(pts).to(DEVICE), *mats, (512, 1408), (1.0, 45.0)).cpu()
+    assert (cpu > 0).sum() > 1000
+    assert float((dev != cpu).float().mean()) < 1e-4  # float64 maths: at most a rounding tie apart
 
 
 def test_tiny_network_forward_and_gradients_match_cpu() -> None:

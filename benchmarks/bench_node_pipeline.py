@@ -1,0 +1,125 @@
+"""Per-frame latency of the node's own code path on a converted bag: decode -> sync/assemble ->
+predict -> encode, as `OccupancyPipeline.infer` runs it in the node's worker (no DDS).
+
+    python benchmarks/bench_node_pipeline.py BAG --preset official --device cuda --precision bf16 \
+        [--compile] [--checkpoint CKPT] [--warmup 3] [--json out.json]
+
+Every message of BAG (e.g. from `fusionocc-convert`) goes through the pipeline in bag order, as
+`fusionocc-replay` does; each synchronized set is inferred and timed from the start of `infer`
+(assembly: JPEG decoding, TF, motion compensation) to its encoded output messages. The first
+--warmup sets are not counted; `Predictor.warmup()` runs before (as the node does at start-up) and
+its time is reported. Prints p50/p99 of the total and the median of every stage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) by linear interpolation between closest ranks."""
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    k = (len(s) - 1) * q / 100.0
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("bag", type=Path, help="a rosbag2 directory written by fusionocc-convert")
+    ap.add_argument("--preset", default="official", help="model preset or YAML config")
+    ap.add_argument("--checkpoint", default=None, help="checkpoint to load (default: seeded random weights)")
+    ap.add_argument("--device", default="cuda", help="'cpu' or 'cuda[:N]'")
+    ap.add_argument("--precision", default="bf16", choices=("fp32", "bf16", "fp16"), help="autocast dtype")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the dense stages")
+    ap.add_argument("--warmup", type=int, default=3, help="synchronized sets not counted at the start")
+    ap.add_argument("--params", type=Path, default=REPO / "config" / "occ_node.yaml", help="node parameters YAML")
+    ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = ap.parse_args(argv)
+
+    import torch
+    from rosbags.rosbag2 import Reader
+
+    from fusionocc_core.config import load_config
+    from fusionocc_core.predictor import Predictor
+    from fusionocc_ros.params import load_params_file, pipeline_settings
+    from fusionocc_ros.pipeline import OccupancyPipeline
+    from rosbag_tools.typestore import get_store
+
+    cfg = load_config(args.preset)
+    torch.manual_seed(0)
+    predictor = Predictor(cfg, checkpoint=args.checkpoint, device=args.device, precision=args.precision,
+                          compile=args.compile)
+    warmup_s = predictor.warmup()
+    pipeline = OccupancyPipeline(cfg, predictor, pipeline_settings(load_params_file(args.params)))
+    store = get_store()
+    totals: list[float] = []
+    stages: list[dict[str, float]] = []
+    points: list[int] = []
+    seen = 0
+
+    def infer(sets) -> None:
+        nonlocal seen
+        for s in sets:
+            t0 = time.perf_counter()
+            result = pipeline.infer(s)
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            ms = (time.perf_counter() - t0) * 1e3
+            seen += 1
+            if result is not None and seen > args.warmup:
+                totals.append(ms)
+                stages.append(result.timings_ms)
+                points.append(predictor.last_num_points[0])
+
+    with Reader(args.bag) as reader:
+        for conn, _, raw in reader.messages():
+            msg = store.deserialize_cdr(raw, conn.msgtype)
+            topic, kind = conn.topic, conn.msgtype
+            camera = next((c for c in cfg.data.cameras if topic.startswith(f"/{c.lower()}/")), None)
+            if kind == "sensor_msgs/msg/PointCloud2" and topic == "/lidar_top":
+                infer(pipeline.add_lidar(msg))
+            elif camera and kind in ("sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/Image"):
+                infer(pipeline.add_camera(camera, msg))
+            elif camera and kind == "sensor_msgs/msg/CameraInfo":
+                infer(pipeline.add_camera_info(camera, msg))
+            elif topic in ("/tf", "/tf_static"):
+                infer(pipeline.add_tf(msg, static=topic == "/tf_static"))
+        infer(pipeline.flush())
+    if not totals:
+        print("bench_node_pipeline: no synchronized set was inferred (too few frames for --warmup?)", file=sys.stderr)
+        return 1
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
+    result = {
+        "device": name, "torch": torch.__version__, "preset": cfg.name, "precision": args.precision,
+        "compile": args.compile, "frames": len(totals), "warmup_s": warmup_s,
+        "points_p50": statistics.median(points), "points_min": min(points),
+        "p50_ms": percentile(totals, 50), "p99_ms": percentile(totals, 99), "max_ms": max(totals),
+        "stages_p50_ms": {k: statistics.median(s.get(k, 0.0) for s in stages) for k in stages[0]},
+        "drops": pipeline.counters(),
+    }
+    print(f"# node pipeline on {args.bag.name}: {cfg.name} {args.precision}{' compiled' if args.compile else ''} "
+          f"on {name}, torch {torch.__version__}; warm-up {warmup_s:.1f} s; {len(totals)} frames, "
+          f"median {result['points_p50']:.0f} LiDAR points (min {result['points_min']})")
+    print(f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, max {result['max_ms']:.1f} ms")
+    for k, v in result["stages_p50_ms"].items():
+        print(f"  {k:<24}{v:9.1f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
