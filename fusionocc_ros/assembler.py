@@ -1,14 +1,16 @@
 """Frame assembler: synchronized sensor messages + TF + intrinsics -> fusionocc_core FrameSet.
 
 Contract: `build(synced)` turns one SyncedSet (payloads: ROS Image/CompressedImage and
-PointCloud2 messages, or already decoded CameraImage/LidarSweep) into a FrameSet whose
-geometry is in the ego frame (`ego_frame`, base_link) at the LiDAR stamp t:
+PointCloud2 messages, or already decoded CameraImage/LidarSweep) into a FrameSet in the frames
+of `fusionocc_core.frame` (BEVDet4D's convention), all through `fixed_frame` (map):
   * cameras: the six current images (RGB, source size), K from CameraInfo, and
-    sensor2ego = camera (optical) at its own stamp -> ego at t, through `fixed_frame` (map);
+    sensor2ego = camera (optical) at its own stamp -> ego (`ego_frame`, base_link) at t_key,
+    the stamp of the set's first camera (cfg.data.cameras[0], CAM_FRONT_LEFT);
   * previous: up to cfg.data.num_adj_img_frames earlier synchronized sets, newest first, the
-    k-th nearest to t - k * spacing (within tolerance), their cameras also expressed in ego at t;
+    k-th nearest to t - k * spacing (within tolerance), their cameras also expressed in ego at t_key;
   * points: the current sweep + up to cfg.data.num_lidar_sweeps - 1 earlier sweeps at the same
-    spacing, each motion-compensated into ego at t; key_points: the current sweep alone.
+    spacing, each motion-compensated into ego at the LiDAR stamp t (the output's frame);
+    key_points: the current sweep alone; keyego2lidarego = ego at t_key -> ego at t.
 History is taken from what `observe_lidar` / `observe_set` (and `build`) have seen; at start-up
 `previous` is empty and `points` holds only the current sweep; a stamp more than one spacing
 older than the newest one (time jumped back, e.g. a looping bag) restarts the history. A history entry stops at the
@@ -263,7 +265,7 @@ class FrameAssembler:
                 self._image_cache.put(key, payload, future.result())
 
     def _cameras(self, synced: SyncedSet, t: int) -> CameraFrame:
-        """Decode a set's images and express its cameras in ego at t."""
+        """Decode a set's images and express its cameras in ego at t (the key camera stamp)."""
         images, intrinsics, sensor2ego = [], [], []
         for name, stamp, payload in zip(self.camera_names, synced.camera_stamps_ns, synced.cameras):
             cam = self._image_cache.get((name, stamp), payload, self._decode_camera)
@@ -286,15 +288,17 @@ class FrameAssembler:
             raise AssemblyError("missing_intrinsics", f"no CameraInfo yet for {', '.join(missing)}")
         self.observe_set(synced)
         t = synced.lidar_stamp_ns
+        t_key = int(synced.camera_stamps_ns[0])  # the key ego frame's stamp: the first camera's
         with self._lock:  # choose the history; decoding happens outside this lock
             prev_sets = [self._sets[i] for i in self._pick(self._set_stamps, t, self.num_prev_images)]
             prev_sweeps = [(self._lidar_stamps[i], self._lidar_payloads[i]) for i in self._pick(self._lidar_stamps, t, self.num_prev_sweeps)]
         with self._build_lock:
             self._prefetch_images(synced)
             try:
-                current = self._cameras(synced, t)
+                current = self._cameras(synced, t_key)
                 key = self._sweep(synced.lidar, t)
                 key_xyz = transform_points(self._to_ego(key.frame_id, key.stamp_ns, t), key.points[:, :3])
+                keyego2lidarego = self._to_ego(self.ego_frame, t_key, t)
             except ConversionError as exc:
                 raise AssemblyError("bad_input", str(exc)) from None
             except TfError as exc:
@@ -304,7 +308,7 @@ class FrameAssembler:
             previous: list[CameraFrame] = []
             for prev in prev_sets:
                 try:
-                    previous.append(self._cameras(prev, t))
+                    previous.append(self._cameras(prev, t_key))
                 except (ConversionError, TfError, AssemblyError):
                     break  # history ends at the first unusable frame
             sweeps = [key_points]
@@ -318,4 +322,5 @@ class FrameAssembler:
                 sweeps.append(np.concatenate([xyz, sweep.points[:, 3:5]], axis=1))
             self.last_history = (len(previous), len(sweeps) - 1)
         points = np.concatenate(sweeps, axis=0) if len(sweeps) > 1 else key_points
-        return FrameSet(stamp_ns=t, cameras=current, previous=previous, points=points, key_points=key_points)
+        return FrameSet(stamp_ns=t, cameras=current, previous=previous, points=points, key_points=key_points,
+                        keyego2lidarego=keyego2lidarego)

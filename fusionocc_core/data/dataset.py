@@ -2,9 +2,12 @@
 
 One item = one key-frame sample, laid out per `fusionocc_core.frame` (without the batch axis):
 T = 1 + cfg.data.num_adj_img_frames image frames per camera (previous key-frames; at a scene start
-the current frame is repeated), current + (num_lidar_sweeps - 1) previous key-frame LiDAR sweeps
-moved into the key ego frame (ego at the current LiDAR stamp), sparse depth from the current
-sweep only, 2D seg labels (key frame), and the Occ3D targets when they exist.
+the current frame is repeated) with every camera in the key ego frame (ego at the stamp of the key
+frame's first camera, as BEVDet4D's prepare_inputs), current + (num_lidar_sweeps - 1) previous
+key-frame LiDAR sweeps moved into the LiDAR ego frame (ego at the current LiDAR stamp, the frame
+of the ground truth), sparse depth from the current sweep only (time-compensated projection, as
+the official PointToMultiViewDepth), 2D seg labels (key frame), and the Occ3D targets when they
+exist.
 
 Train: per camera a random resize/crop/flip/rotate applied identically to all T images and
 (nearest) to the seg labels; random BEV x/y flips of points, bda and targets. Test: the
@@ -93,13 +96,16 @@ class OccDataset(Dataset):
         info = self.infos[i]
         data = self.cfg.data
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()) if self.train else i)
-        global2key = poses.invert(_ego2global(info))  # global -> ego at the current LiDAR stamp
-        images = self._images(i, global2key, rng)
-        points, current_xyz = self._points(i, global2key, rng)
+        global2lidarego = poses.invert(_ego2global(info))  # global -> ego at the current LiDAR stamp
+        keyego2global = key_ego2global(info, data.cameras)  # ego at the key frame's first camera stamp
+        images = self._images(i, poses.invert(keyego2global), rng)
+        points, current_xyz = self._points(i, global2lidarego, rng)
 
-        # sparse depth (key frame, current sweep only; camera frame, so unaffected by bda)
+        # sparse depth (key frame, current sweep only; camera frame, so unaffected by bda): the
+        # LiDAR-ego points go through the cameras moved into the LiDAR ego frame
         depth_range = (self.cfg.grid.depth[0], self.cfg.grid.depth[1])
-        sparse_depth = T.sparse_depth_maps(current_xyz, images["sensor2ego"][0], images["intrins"][0],
+        cams_in_lidarego = global2lidarego @ keyego2global @ images["sensor2ego"][0]  # (N, 4, 4)
+        sparse_depth = T.sparse_depth_maps(current_xyz, cams_in_lidarego, images["intrins"][0],
                                            images["post_rots"][0], images["post_trans"][0], data.input_size, depth_range)
 
         flip_x, flip_y = T.sample_bda(data, rng) if self.train else (False, False)
@@ -121,7 +127,9 @@ class OccDataset(Dataset):
         return sample
 
     def _images(self, i: int, global2key: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
-        """T x N normalised images and their matrices; one augmentation per camera for all T frames."""
+        """T x N normalised images and their matrices; one augmentation per camera for all T frames.
+        sensor2ego[t, n] = global2key @ the camera's pose at its own stamp (global2key: global ->
+        key ego frame)."""
         data = self.cfg.data
         info = self.infos[i]
         frames = [info] + self.history(i, data.num_adj_img_frames)
@@ -159,17 +167,17 @@ class OccDataset(Dataset):
                 out["imgs"][t] = imgs
         return out
 
-    def _points(self, i: int, global2key: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """(merged sweeps (P, 5) sub-sampled and range-filtered, current sweep xyz (Q, 3)), key ego frame."""
+    def _points(self, i: int, global2lidarego: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(merged sweeps (P, 5) sub-sampled and range-filtered, current sweep xyz (Q, 3)), LiDAR ego frame."""
         data = self.cfg.data
         sweeps = [self.infos[i]] + self.history(i, data.num_lidar_sweeps - 1)
         moved: dict[str, np.ndarray] = {}  # each file once (scene starts repeat the current sweep)
         for sweep in sweeps:
             if sweep["token"] not in moved:
                 pts = read_points(self.root / sweep["lidar_path"]).copy()
-                lidar2key = global2key @ _ego2global(sweep) @ poses.transform_matrix(
+                lidar2lidarego = global2lidarego @ _ego2global(sweep) @ poses.transform_matrix(
                     sweep["lidar2ego_translation"], sweep["lidar2ego_rotation"])
-                pts[:, :3] = poses.apply(lidar2key, pts[:, :3])
+                pts[:, :3] = poses.apply(lidar2lidarego, pts[:, :3])
                 moved[sweep["token"]] = pts
         points = np.concatenate([moved[s["token"]] for s in sweeps])  # (P, 5) x y z intensity ring
         # official sub-sampling (rings above 16, else with probability p), then the fixed range box
@@ -189,6 +197,12 @@ class OccDataset(Dataset):
 
 def _ego2global(rec: dict[str, Any]) -> np.ndarray:
     return poses.transform_matrix(rec["ego2global_translation"], rec["ego2global_rotation"])
+
+
+def key_ego2global(info: dict[str, Any], cameras: Sequence[str]) -> np.ndarray:
+    """(4, 4) pose of the key ego frame of a sample: the ego pose at the stamp of its first camera
+    (cameras[0], CAM_FRONT_LEFT in the model's order), as BEVDet4D's prepare_inputs takes it."""
+    return _ego2global(info["cams"][cameras[0]])
 
 
 def _cam2global(cam: dict[str, Any]) -> np.ndarray:

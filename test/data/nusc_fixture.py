@@ -61,8 +61,10 @@ def camera_rotation(yaw_deg: float) -> np.ndarray:
 
 
 def make_root(root: Path, scenes: int = 1, keyframes: int = 3, points: int = 400, seed: int = 0,
-              version: str = "v1.0-mini", gts: bool = True, lidarseg: bool = True) -> dict:
-    """Write the root; returns {'version', 'samples': [token...], 'scene_names': [...]}."""
+              version: str = "v1.0-mini", gts: bool = True, lidarseg: bool = True,
+              first_camera_offset_us: int = 10_000) -> dict:
+    """Write the root; returns {'version', 'samples': [token...], 'scene_names': [...]}. Camera n is
+    stamped first_camera_offset_us + 5 ms * n after the LiDAR (nuScenes: about -43 ms + 8 ms * n)."""
     rng = np.random.default_rng(seed)
     root = Path(root)
     tables: dict[str, list] = {k: [] for k in ("category", "attribute", "visibility", "instance", "sensor",
@@ -105,7 +107,7 @@ def make_root(root: Path, scenes: int = 1, keyframes: int = 3, points: int = 400
                                      "next": sample_toks[k + 1] if k + 1 < keyframes else ""})
             out["samples"].append(st)
             for ch in ("LIDAR_TOP",) + CAMERA_NAMES:
-                sd_ts = ts + (0 if ch == "LIDAR_TOP" else 10_000 + 5_000 * CAMERA_NAMES.index(ch))
+                sd_ts = ts + (0 if ch == "LIDAR_TOP" else first_camera_offset_us + 5_000 * CAMERA_NAMES.index(ch))
                 pose = tok()
                 yaw = 0.05 * k + 0.3 * s + 1e-7 * (sd_ts - ts)
                 tables["ego_pose"].append({"token": pose, "timestamp": sd_ts, "rotation": yaw_quat(yaw),

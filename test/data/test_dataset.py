@@ -43,6 +43,19 @@ def global_to_ego(info: dict, xyz: np.ndarray) -> np.ndarray:
     return xyz @ m[:3, :3].T + m[:3, 3]
 
 
+def cam_to_global(c: dict) -> np.ndarray:
+    """Independent (devkit/pyquaternion) camera -> global of one info camera entry (its own ego pose)."""
+    return (transform_matrix(c["ego2global_translation"], Quaternion(c["ego2global_rotation"]))
+            @ transform_matrix(c["sensor2ego_translation"], Quaternion(c["sensor2ego_rotation"])))
+
+
+def lidarego_from_keyego(info: dict) -> np.ndarray:
+    """Ego at the first camera's (CAM_FRONT_LEFT) stamp -> ego at the LiDAR stamp, (4, 4)."""
+    fl = info["cams"][CAMERA_NAMES[0]]
+    return (transform_matrix(info["ego2global_translation"], Quaternion(info["ego2global_rotation"]), inverse=True)
+            @ transform_matrix(fl["ego2global_translation"], Quaternion(fl["ego2global_rotation"])))
+
+
 def test_batch_contract(root: Path) -> None:
     """Keys, shapes and dtypes of fusionocc_core.frame's batch dict, train and test."""
     for train in (False, True):
@@ -87,21 +100,65 @@ def test_temporal_frames_and_scene_start(root: Path) -> None:
     # at a scene start the previous frame is the current one
     torch.testing.assert_close(first["imgs"][1], first["imgs"][0])
     torch.testing.assert_close(first["sensor2ego"][1], first["sensor2ego"][0])
-    # otherwise the previous key-frame's images, with its cameras expressed in the *current* ego frame
+    # otherwise the previous key-frame's images, with its cameras expressed in the *current* key ego
+    # frame (ego at the current CAM_FRONT_LEFT stamp), each camera with the ego pose of its own stamp
     torch.testing.assert_close(second["imgs"][1], first["imgs"][0])
     prev, cur = ds.infos[0], ds.infos[1]
+    fl = cur["cams"][CAMERA_NAMES[0]]
+    global2key = transform_matrix(fl["ego2global_translation"], Quaternion(fl["ego2global_rotation"]), inverse=True)
     for n, cam in enumerate(CAMERA_NAMES):
-        c = prev["cams"][cam]
-        cam2global = (transform_matrix(c["ego2global_translation"], Quaternion(c["ego2global_rotation"]))
-                      @ transform_matrix(c["sensor2ego_translation"], Quaternion(c["sensor2ego_rotation"])))
-        expected = transform_matrix(cur["ego2global_translation"], Quaternion(cur["ego2global_rotation"]),
-                                    inverse=True) @ cam2global
-        np.testing.assert_allclose(second["sensor2ego"][1, n].numpy(), expected, atol=1e-4)
-    # the key frame's cameras: ego at the camera stamp -> ego at the LiDAR stamp (the ego moves 40 m/s
-    # in the fixture, so this is not the static calibration)
+        np.testing.assert_allclose(second["sensor2ego"][1, n].numpy(), global2key @ cam_to_global(prev["cams"][cam]), atol=1e-4)
+        np.testing.assert_allclose(second["sensor2ego"][0, n].numpy(), global2key @ cam_to_global(cur["cams"][cam]), atol=1e-4)
+    # the key frame's cameras: ego at the camera stamp -> ego at the first camera's stamp (the ego moves
+    # 40 m/s in the fixture, so this is not the static calibration)
     calib = transform_matrix(cur["cams"]["CAM_BACK"]["sensor2ego_translation"],
                              Quaternion(cur["cams"]["CAM_BACK"]["sensor2ego_rotation"]))
     assert np.abs(second["sensor2ego"][0, 4].numpy() - calib).max() > 0.5
+
+
+def test_cameras_in_ego_at_the_first_camera_stamp(tmp_path: Path) -> None:
+    """Cameras 40 ms before the LiDAR on a moving ego (nuScenes: CAM_FRONT_LEFT ~43 ms before): every
+    camera of every frame is in the ego frame of the ego pose at the key frame's first camera stamp
+    (BEVDet4D's prepare_inputs), read here straight from the devkit's tables; points, ground truth
+    and the sparse depth stay in the ego frame at the LiDAR stamp."""
+    from nuscenes.nuscenes import NuScenes
+
+    F.make_root(tmp_path, scenes=1, keyframes=2, points=600, first_camera_offset_us=-40_000)
+    prepare.write_infos(prepare.create_infos(tmp_path, "v1.0-mini", progress=False), tmp_path / "infos.pkl")
+    ds = OccDataset(tmp_path / "infos.pkl", tmp_path, CFG, train=False)
+    nusc = NuScenes("v1.0-mini", str(tmp_path), verbose=False)
+
+    def pose_of(sample_token: str, channel: str) -> tuple[int, np.ndarray]:
+        sd = nusc.get("sample_data", nusc.get("sample", sample_token)["data"][channel])
+        ep = nusc.get("ego_pose", sd["ego_pose_token"])
+        return sd["timestamp"], transform_matrix(ep["translation"], Quaternion(ep["rotation"]))
+
+    def calib_of(sample_token: str, channel: str) -> np.ndarray:
+        sd = nusc.get("sample_data", nusc.get("sample", sample_token)["data"][channel])
+        cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+        return transform_matrix(cs["translation"], Quaternion(cs["rotation"]))
+
+    s = ds[1]
+    cur, prev = ds.infos[1]["token"], ds.infos[0]["token"]
+    t_lidar, lidar_pose = pose_of(cur, "LIDAR_TOP")
+    t_key, key_pose = pose_of(cur, "CAM_FRONT_LEFT")
+    assert t_lidar - t_key == 40_000  # µs
+    xyz = global_to_ego(ds.infos[1], sweep_to_global(tmp_path, ds.infos[1]))  # current sweep, LiDAR ego
+    for t, token in enumerate((cur, prev)):
+        for n, cam in enumerate(CAMERA_NAMES):
+            want = np.linalg.inv(key_pose) @ pose_of(token, cam)[1] @ calib_of(token, cam)
+            np.testing.assert_allclose(s["sensor2ego"][t, n].numpy(), want, atol=1e-4)
+    # the LiDAR-time convention would be 1.6 m off (40 m/s x 40 ms)
+    lidar_time = np.linalg.inv(lidar_pose) @ pose_of(cur, "CAM_FRONT")[1] @ calib_of(cur, "CAM_FRONT")
+    assert np.abs(s["sensor2ego"][0, 1, :3, 3].numpy() - lidar_time[:3, 3]).max() > 1.0
+    # sparse depth: each LiDAR-ego point through its camera's pose at the camera's own stamp
+    h, w = CFG.data.input_size
+    for n, cam in enumerate(CAMERA_NAMES):
+        cam_in_lidarego = np.linalg.inv(lidar_pose) @ pose_of(cur, cam)[1] @ calib_of(cur, cam)
+        want = T.sparse_depth_map(xyz, cam_in_lidarego, s["intrins"][0, n].double().numpy(), s["post_rots"][0, n].numpy(),
+                                  s["post_trans"][0, n].numpy(), (h, w), (1.0, 45.0))
+        np.testing.assert_allclose(s["sparse_depth"][n].numpy(), want, rtol=1e-4, atol=1e-4)
+    assert (s["sparse_depth"] > 0).sum() > 100
 
 
 def test_lidar_sweeps_in_the_key_ego_frame(root: Path) -> None:
@@ -174,18 +231,19 @@ def test_sparse_depth_from_the_current_sweep(root: Path) -> None:
     torch.manual_seed(1)
     s = ds[2]
     cur = ds.infos[2]
-    xyz = global_to_ego(cur, sweep_to_global(root, cur))  # current sweep only, key ego frame
+    xyz = global_to_ego(cur, sweep_to_global(root, cur))  # current sweep only, LiDAR ego frame
     h, w = CFG.data.input_size
     for n in range(6):
-        expected = T.sparse_depth_map(xyz, s["sensor2ego"][0, n].double().numpy(), s["intrins"][0, n].double().numpy(),
+        cam_in_lidarego = lidarego_from_keyego(cur) @ s["sensor2ego"][0, n].double().numpy()
+        expected = T.sparse_depth_map(xyz, cam_in_lidarego, s["intrins"][0, n].double().numpy(),
                                       s["post_rots"][0, n].numpy(), s["post_trans"][0, n].numpy(), (h, w), (1.0, 45.0))
         np.testing.assert_allclose(s["sparse_depth"][n].numpy(), expected, rtol=1e-4, atol=1e-4)
     assert (s["sparse_depth"] > 0).sum() > 100
 
 
-def project_px(p_ego: np.ndarray, s: dict, n: int) -> np.ndarray:
-    """Ego points (P, 3) -> augmented pixel coordinates (P, 2) and depth (P,) for camera n, key frame."""
-    s2e = s["sensor2ego"][0, n].double().numpy()
+def project_px(p_ego: np.ndarray, s: dict, n: int, info: dict) -> np.ndarray:
+    """LiDAR-ego points (P, 3) -> augmented pixel coordinates (P, 2) and depth (P,) for camera n, key frame."""
+    s2e = lidarego_from_keyego(info) @ s["sensor2ego"][0, n].double().numpy()
     k = s["intrins"][0, n].double().numpy()
     cam = (p_ego - s2e[:3, 3]) @ s2e[:3, :3]
     uv = cam @ k.T
@@ -217,7 +275,7 @@ def test_train_augmentation_keeps_labels_on_their_points(root: Path, seed: int) 
     assert np.all((unflipped[:, 1] > 0.9) & (unflipped[:, 1] < 3.1))
     # seg labels: car points, projected into CAM_FRONT through the batch matrices (pre-bda ego)
     n = CAMERA_NAMES.index("CAM_FRONT")
-    uvd = project_px(unflipped, s, n)
+    uvd = project_px(unflipped, s, n, ds.infos[0])
     h, w = CFG.data.input_size
     px = np.rint(uvd[:, :2]).astype(int)
     inside = (px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h)

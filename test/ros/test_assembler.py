@@ -1,5 +1,6 @@
-"""FrameAssembler: FrameSet geometry in ego at the LiDAR stamp (motion compensation checked on a
-static world seen from a moving, turning ego), history selection, start-up and error kinds."""
+"""FrameAssembler: FrameSet geometry (cameras in ego at the first camera's stamp, points in ego at
+the LiDAR stamp; motion compensation checked on a static world seen from a moving, turning ego),
+history selection, start-up and error kinds."""
 from __future__ import annotations
 
 import cv2
@@ -66,8 +67,8 @@ def sweep(t_ns: int, number: int) -> LidarSweep:
     return LidarSweep(t_ns, "lidar_top", pts.astype(np.float32))
 
 
-def keyframe(t_ns: int, number: int) -> SyncedSet:
-    stamps = tuple(t_ns + off * MS for off in OFFSETS_MS)
+def keyframe(t_ns: int, number: int, offsets_ms=OFFSETS_MS) -> SyncedSet:
+    stamps = tuple(t_ns + off * MS for off in offsets_ms)
     images = tuple(CameraImage(s, frame_of(c), np.full((H, W, 3), number % 256, np.uint8)) for c, s in zip(CAMERA_NAMES, stamps))
     return SyncedSet(t_ns, sweep(t_ns, number), stamps, images)
 
@@ -108,11 +109,42 @@ def test_first_frame_has_no_history_and_correct_geometry():
     cams = fs.cameras
     assert len(cams.images) == 6 and cams.images[0].shape == (H, W, 3)
     assert cams.intrinsics.shape == (6, 3, 3) and cams.sensor2ego.shape == (6, 4, 4)
+    t_key = t + OFFSETS_MS[0] * MS  # the key ego frame: ego at CAM_FRONT_LEFT's stamp
     for k, cam in enumerate(CAMERA_NAMES):
         t_cam = t + OFFSETS_MS[k] * MS
-        want = invert(ego_in_map(t)) @ ego_in_map(t_cam) @ CAMS_IN_EGO[cam]
+        want = invert(ego_in_map(t_key)) @ ego_in_map(t_cam) @ CAMS_IN_EGO[cam]
         np.testing.assert_allclose(cams.sensor2ego[k], want, atol=1e-4)  # lerp of a curve at 100 Hz
     assert cams.stamp_ns == t + int(np.mean(OFFSETS_MS) * MS)
+    np.testing.assert_allclose(fs.keyego2lidarego, invert(ego_in_map(t)) @ ego_in_map(t_key), atol=1e-4)
+
+
+@pytest.mark.parametrize("lidar_minus_first_camera_ms", [40, -40])
+def test_cameras_live_in_ego_at_the_first_camera_stamp(lidar_minus_first_camera_ms):
+    """Camera and LiDAR stamps 40 ms apart on a moving, turning ego (nuScenes: CAM_FRONT_LEFT ~43 ms
+    before the LiDAR stamp): the extrinsics are those of the ego pose at the first camera's stamp
+    (BEVDet4D's key ego), for the previous frame too; points stay in ego at the LiDAR stamp."""
+    offsets = tuple(-lidar_minus_first_camera_ms + 8 * k for k in range(6))  # FL first, then 8 ms apart
+    asm = assembler()
+    t_prev, t = T0 + 1000 * MS, T0 + 1500 * MS
+    asm.build(keyframe(t_prev, 1, offsets))
+    fs = asm.build(keyframe(t, 2, offsets))
+    t_key = t + offsets[0] * MS
+    key_from_map = invert(ego_in_map(t_key))  # the oracle: the ego pose at the first camera's stamp
+    for k, cam in enumerate(CAMERA_NAMES):
+        np.testing.assert_allclose(fs.cameras.sensor2ego[k], key_from_map @ ego_in_map(t + offsets[k] * MS) @ CAMS_IN_EGO[cam],
+                                   atol=1e-4)
+        np.testing.assert_allclose(fs.previous[0].sensor2ego[k],
+                                   key_from_map @ ego_in_map(t_prev + offsets[k] * MS) @ CAMS_IN_EGO[cam], atol=1e-4)
+        # the LiDAR-time convention would be off by the 40 ms of motion (~0.2 m at 5 m/s)
+        lidar_time = invert(ego_in_map(t)) @ ego_in_map(t + offsets[k] * MS) @ CAMS_IN_EGO[cam]
+        assert np.abs(fs.cameras.sensor2ego[k][:3, 3] - lidar_time[:3, 3]).max() > 0.15
+    np.testing.assert_allclose(fs.key_points[:, :3], world_in_ego(t), atol=1e-3)
+    np.testing.assert_allclose(fs.keyego2lidarego, invert(ego_in_map(t)) @ ego_in_map(t_key), atol=1e-4)
+    # the cameras moved into ego at the LiDAR stamp (where key_points are, for the sparse depth)
+    in_lidar_ego = fs.sensor2lidarego(fs.cameras.sensor2ego)
+    for k, cam in enumerate(CAMERA_NAMES):
+        np.testing.assert_allclose(in_lidar_ego[k], invert(ego_in_map(t)) @ ego_in_map(t + offsets[k] * MS) @ CAMS_IN_EGO[cam],
+                                   atol=1e-4)
 
 
 def test_history_after_a_few_seconds_is_motion_compensated_and_spaced_half_a_second():
@@ -128,9 +160,10 @@ def test_history_after_a_few_seconds_is_motion_compensated_and_spaced_half_a_sec
         np.testing.assert_allclose(block, world_in_ego(t), atol=2e-3)
     (prev,) = fs.previous
     assert prev.images[0][0, 0, 0] == 70  # the key-frame 0.5 s earlier
+    t_key = t + OFFSETS_MS[0] * MS
     for k, cam in enumerate(CAMERA_NAMES):
         t_cam = t - 500 * MS + OFFSETS_MS[k] * MS
-        want = invert(ego_in_map(t)) @ ego_in_map(t_cam) @ CAMS_IN_EGO[cam]
+        want = invert(ego_in_map(t_key)) @ ego_in_map(t_cam) @ CAMS_IN_EGO[cam]
         np.testing.assert_allclose(prev.sensor2ego[k], want, atol=1e-4)
 
 
@@ -158,6 +191,7 @@ def test_without_a_fixed_frame_there_is_no_ego_motion_compensation():
     fs = asm.build(keyframe(t, 2))
     prev = fs.points[300:, :3]
     np.testing.assert_allclose(prev, sweep(t - 500 * MS, 1).points[:, :3] @ LIDAR_IN_EGO[:3, :3].T + LIDAR_IN_EGO[:3, 3], atol=1e-4)
+    np.testing.assert_array_equal(fs.keyego2lidarego, np.eye(4))  # no odometry: one ego frame
 
 
 def test_error_kinds():
