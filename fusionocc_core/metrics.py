@@ -7,24 +7,29 @@ all samples, IoU_c = TP / (TP + FP + FN), and mIoU = nanmean over classes 0-16 (
 the matrix but not in the mean). Values are reported in percent (0-100).
 
 RayIoU follows SparseOcc's ray_metrics.py: LiDAR-like rays (its pitch list x 360 azimuths at
-1 deg) are cast from the given origins through both volumes with the same voxel traversal as its
-`dvr` extension; a ray's label is the first non-free voxel it meets and its depth the distance
-at which it leaves that voxel (or the grid). Rays whose ground truth meets nothing are ignored; a
-ray is a true positive for class c at threshold t when both labels are c and the depth error is
-below t metres (t in 1, 2, 4). RayIoU = nanmean over classes 0-16 and the three thresholds.
+1 deg, float32) are cast from up to 8 origins per sample (the LiDAR positions of the scene's
+key-frames within |x|, |y| < 39 m of the sample's ego, `sparseocc_origins`) through both volumes
+with the geometry and voxel traversal of its `dvr` extension (`cast_rays`); a ray's label is the
+first non-free voxel it meets and its depth the distance at which it leaves that voxel (or the
+grid). Rays whose ground truth is free are ignored; a ray is a true positive for class c at
+threshold t when both labels are c and the float32 depth error is below t metres (t in 1, 2, 4).
+RayIoU = nanmean over classes 0-16 and the three thresholds.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
 from fusionocc_core.classes import FREE_LABEL, GRID_LOWER, GRID_SHAPE, NUM_CLASSES, VOXEL_SIZE
+from fusionocc_core.data.poses import transform_matrix
 
 MASK_MODES: tuple[str, ...] = ("camera", "lidar", "none")
 RAY_THRESHOLDS_M: tuple[float, ...] = (1.0, 2.0, 4.0)
-# nuScenes LIDAR_TOP mount in the ego frame (SparseOcc's comment value): default ray origin.
+RAY_MAX_STEPS = 1000  # dvr.cu MAX_STEP
+RAY_NUM_ORIGINS = 8  # origins per sample (SparseOcc's EgoPoseDataset)
+# nuScenes LIDAR_TOP mount in the ego frame (SparseOcc's comment value): the `--origin ego` point.
 NUSCENES_LIDAR_ORIGIN: tuple[float, float, float] = (0.9858, 0.0, 1.8402)
 
 
@@ -104,84 +109,135 @@ class ConfusionAccumulator:
 
 
 def lidar_ray_directions() -> np.ndarray:
-    """(R, 3) float64 unit vectors: SparseOcc's nuScenes-like pitch list x 360 azimuths (1 deg)."""
+    """(R, 3) float32 unit vectors, SparseOcc's `generate_lidar_rays`: its nuScenes-like pitch list
+    (10 angles -(pi/2 - atan(k)), then equal steps up to the FOV top at ~0.21 rad) x 360 azimuths
+    at 1 deg, pitch-major, stored as float32 as the official does."""
     pitch = [-(math.pi / 2 - math.atan(k + 1)) for k in range(10)]
     while pitch[-1] < 0.21:  # nuScenes LiDAR FOV tops out at ~0.2108 rad
         pitch.append(pitch[-1] + (pitch[-1] - pitch[-2]))
     pitch_a = np.asarray(pitch)[:, None]  # (P, 1)
-    azim = np.deg2rad(np.arange(0, 360, 1, dtype=np.float64))[None, :]  # (1, 360)
+    azim = np.deg2rad(np.arange(0, 360, 1))[None, :]  # (1, 360)
     dirs = np.stack(np.broadcast_arrays(np.cos(pitch_a) * np.cos(azim), np.cos(pitch_a) * np.sin(azim),
                                         np.sin(pitch_a)), -1)  # (P, 360, 3)
-    dirs = dirs.reshape(-1, 3).astype(np.float32).astype(np.float64)  # SparseOcc stores float32
-    return dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
+    return dirs.reshape(-1, 3).astype(np.float32)
 
 
-@dataclass
-class RayPaths:
-    """The voxels every ray crosses, in order, from one origin: geometry only, reusable."""
+def _cannot_enter(v: np.ndarray, step: np.ndarray, moving: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    """(A,) rays outside the grid along some axis and never coming back along it (moving away, or
+    not moving along it): the official loop would spin to its step limit without entering."""
+    below = (v < 0) & ((step < 0) | ~moving)
+    above = (v >= shape) & ((step > 0) | ~moving)
+    return np.any(below | above, axis=1)
 
-    flat_index: np.ndarray  # (R, L) int64 index into labels.reshape(-1); padding = grid size
-    exit_dist: np.ndarray  # (R, L) float64 metres at which the ray leaves each voxel
-    length: np.ndarray  # (R,) int64 number of voxels crossed inside the grid (>= 1)
 
+def cast_rays(volumes: Sequence[np.ndarray], origin: Sequence[float], directions: np.ndarray,
+              grid_lower=GRID_LOWER, voxel_size: float = VOXEL_SIZE, grid_shape=GRID_SHAPE,
+              free_label: int = FREE_LABEL) -> tuple[np.ndarray, np.ndarray]:
+    """Cast rays from one origin through K label volumes [x][y][z] exactly as SparseOcc's `dvr`
+    render_forward (test phase) -> labels (K, R) int64 and depths (K, R) float32 metres.
 
-def trace_rays(origin: np.ndarray, directions: np.ndarray, grid_lower=GRID_LOWER, voxel_size: float = VOXEL_SIZE,
-               grid_shape=GRID_SHAPE) -> RayPaths:
-    """Amanatides-Woo traversal of all rays at once (lock-step over steps, vectorised over rays).
-
-    Reproduces SparseOcc's dvr traversal, including its tie-breaking between axes. The origin
-    must lie inside the grid.
-    """
+    The official geometry, kept bit for bit where it matters: origin and ray end point
+    (origin + direction, 1 m away) go to voxel units in float64 over a float32 voxel size, are
+    rounded to float32, and the direction is their normalised difference (so a tiny direction
+    component can become exactly 0); the start voxel is the origin truncated toward zero (an
+    origin up to one voxel below the grid starts in layer 0); Amanatides-Woo stepping in float64
+    with the official tie-breaking; at most 1000 steps. A ray's label is that of the first voxel
+    with a non-free label, its depth the distance at which the ray leaves that voxel; a ray that
+    meets none takes the last voxel inside the grid; a ray that never enters the grid (origin above
+    or below it) takes voxel (0, 0, 0) and depth -1 voxel. Depth = float32(voxels) * float32(size).
+    Vectorised over rays; a ray stops as soon as every volume has been hit."""
+    flat = np.stack([np.asarray(vol).reshape(-1) for vol in volumes])  # (K, V)
+    num_vol = flat.shape[0]
     shape = np.asarray(grid_shape, dtype=np.int64)
-    o = (np.asarray(origin, dtype=np.float64) - np.asarray(grid_lower, dtype=np.float64)) / voxel_size  # (3,)
-    if not (np.all(o >= 0) and np.all(o < shape)):
-        raise ValueError(f"ray origin {tuple(np.asarray(origin).tolist())} lies outside the grid")
-    d = np.asarray(directions, dtype=np.float64)
-    d = d / np.linalg.norm(d, axis=1, keepdims=True)  # (R, 3)
+    lower = np.asarray(grid_lower, dtype=np.float64)
+    size32 = np.float32(voxel_size)
+    o64 = np.asarray(origin, dtype=np.float64).reshape(3)
+    o = ((o64 - lower) / np.float64(size32)).astype(np.float32).astype(np.float64)  # (3,) voxel units
+    ends = np.asarray(directions, dtype=np.float32).astype(np.float64) + o64  # (R, 3) metres
+    e = ((ends - lower) / np.float64(size32)).astype(np.float32).astype(np.float64)  # (R, 3) voxel units
+    r = e - o
+    d = r / np.sqrt(r[:, 0] * r[:, 0] + r[:, 1] * r[:, 1] + r[:, 2] * r[:, 2])[:, None]  # (R, 3)
     num_rays = d.shape[0]
-    v = np.broadcast_to(o.astype(np.int64), (num_rays, 3)).copy()  # (R, 3) current voxel
     step = np.where(d >= 0, 1, -1)  # (R, 3)
-    boundary = v + (step > 0)
+    moving = d != 0
+    v = np.broadcast_to(np.trunc(o).astype(np.int64), (num_rays, 3)).copy()  # C int(): toward zero
+    big = np.finfo(np.float64).max  # DBL_MAX
     with np.errstate(divide="ignore", invalid="ignore"):
-        t_max = np.where(d != 0, (boundary - o) / d, np.inf)  # (R, 3) distance to next border
-        t_delta = np.where(d != 0, step / d, np.inf)  # (R, 3) distance between borders
+        t_max = np.where(moving, ((v + (step > 0)) - o) / d, big)  # (R, 3) to the next border
+        t_delta = np.where(moving, step / d, big)  # (R, 3) between borders
     strides = np.array([shape[1] * shape[2], shape[2], 1], dtype=np.int64)
-    pad = int(shape.prod())
-    rows = np.arange(num_rays)
-    active = np.ones(num_rays, dtype=bool)
-    indices, dists = [], []
-    while active.any():
-        tx, ty, tz = t_max[:, 0], t_max[:, 1], t_max[:, 2]
-        axis = np.where(tx < ty, np.where(tx < tz, 0, 2), np.where(ty < tz, 1, 2))  # (R,)
-        exit_d = t_max[rows, axis]  # (R,) leaving the current voxel
-        indices.append(np.where(active, v @ strides, pad))
-        dists.append(np.where(active, exit_d, np.nan))
-        v[rows, axis] += step[rows, axis]
-        t_max[rows, axis] += t_delta[rows, axis]
-        active &= np.all((v >= 0) & (v < shape), axis=1)
-    flat_index = np.stack(indices, 1)  # (R, L)
-    exit_dist = np.stack(dists, 1) * voxel_size  # (R, L)
-    length = (flat_index != pad).sum(1)
-    return RayPaths(flat_index, exit_dist, length)
+
+    hit_label = np.full((num_vol, num_rays), -1, dtype=np.int64)
+    hit_depth = np.zeros((num_vol, num_rays), dtype=np.float64)
+    was_inside = np.zeros(num_rays, dtype=bool)
+    last_flat = np.zeros(num_rays, dtype=np.int64)  # voxel (0, 0, 0) for rays that never enter
+    last_exit = np.full(num_rays, -1.0)  # the official -1 for rays that never enter
+    active = np.arange(num_rays)
+    steps = 0
+    while active.size:
+        va = v[active]
+        inside = np.all((va >= 0) & (va < shape), axis=1)
+        stop = ~inside & (was_inside[active] | _cannot_enter(va, step[active], moving[active], shape))
+        if stop.any():
+            keep = ~stop
+            active, va, inside = active[keep], va[keep], inside[keep]
+            if not active.size:
+                break
+        tm = t_max[active]
+        axis = np.where(tm[:, 0] < tm[:, 1], np.where(tm[:, 0] < tm[:, 2], 0, 2), np.where(tm[:, 1] < tm[:, 2], 1, 2))
+        rows = np.arange(active.size)
+        exit_d = tm[rows, axis]  # leaving the current voxel
+        if inside.any():
+            ins = active[inside]
+            voxel = va[inside] @ strides
+            exit_in = exit_d[inside]
+            was_inside[ins] = True
+            last_flat[ins], last_exit[ins] = voxel, exit_in
+            for k in range(num_vol):
+                lab = flat[k, voxel]
+                new = (hit_label[k, ins] < 0) & (lab != free_label)
+                hit_label[k, ins[new]] = lab[new]
+                hit_depth[k, ins[new]] = exit_in[new]
+        v[active, axis] += step[active, axis]
+        t_max[active, axis] += t_delta[active, axis]
+        steps += 1
+        if steps > RAY_MAX_STEPS:
+            break
+        active = active[np.any(hit_label[:, active] < 0, axis=0)]  # done once every volume is hit
+    missed = hit_label < 0  # (K, R): the last voxel inside (or voxel 0 and depth -1)
+    labels = np.where(missed, flat[:, last_flat], hit_label).astype(np.int64)
+    depth_vox = np.where(missed, last_exit[None, :], hit_depth)
+    return labels, depth_vox.astype(np.float32) * size32
 
 
-def cast_rays(labels: np.ndarray, paths: RayPaths, free_label: int = FREE_LABEL) -> tuple[np.ndarray, np.ndarray]:
-    """Per ray: label of the first non-free voxel (free if none) and its exit depth in metres."""
-    flat = np.append(labels.reshape(-1), np.uint8(free_label))  # padding reads free
-    along = flat[paths.flat_index]  # (R, L)
-    occupied = along != free_label
-    hit = occupied.any(1)
-    first = np.where(hit, occupied.argmax(1), paths.length - 1)  # (R,)
-    rows = np.arange(len(first))
-    return along[rows, first].astype(np.int64), paths.exit_dist[rows, first]
+def sparseocc_origins(frames: Sequence[dict]) -> list[np.ndarray]:
+    """RayIoU origins of every frame of ONE scene, SparseOcc's EgoPoseDataset: frames are info dicts
+    (lidar2ego_* and ego2global_* records) in the scene's time order; for reference frame i, every
+    frame's LiDAR position in i's LiDAR frame (float32, 0 for i itself), moved to i's ego frame,
+    kept if |x| < 39 m and |y| < 39 m (no height limit), then 8 picked evenly by
+    round(linspace(0, n - 1, 8)) when more remain -> one (T, 3) float64 array per frame."""
+    ego_from_lidar = np.stack([transform_matrix(f["lidar2ego_translation"], f["lidar2ego_rotation"]) for f in frames])
+    global_from_lidar = np.stack([transform_matrix(f["ego2global_translation"], f["ego2global_rotation"])
+                                  for f in frames]) @ ego_from_lidar  # (F, 4, 4)
+    out = []
+    for i in range(len(frames)):
+        rel = np.linalg.inv(global_from_lidar[i]) @ global_from_lidar  # (F, 4, 4) frame -> i's LiDAR
+        t = rel[:, :3, 3].astype(np.float32).astype(np.float64)
+        t[i] = 0.0
+        origins = t @ ego_from_lidar[i, :3, :3].T + ego_from_lidar[i, :3, 3]  # (F, 3) in i's ego frame
+        origins = origins[(np.abs(origins[:, 0]) < 39) & (np.abs(origins[:, 1]) < 39)]
+        if len(origins) > RAY_NUM_ORIGINS:
+            origins = origins[np.round(np.linspace(0, len(origins) - 1, RAY_NUM_ORIGINS)).astype(np.int64)]
+        out.append(origins)
+    return out
 
 
 class RayIoUAccumulator:
-    """Accumulates SparseOcc RayIoU counts over samples; `result()` gives percent values."""
+    """Accumulates SparseOcc RayIoU counts over samples (calc_rayiou); `result()` gives percent."""
 
     def __init__(self, thresholds: tuple[float, ...] = RAY_THRESHOLDS_M, num_classes: int = NUM_CLASSES,
                  free_label: int = FREE_LABEL) -> None:
-        self.thresholds = np.asarray(thresholds, dtype=np.float64)
+        self.thresholds = np.asarray(thresholds, dtype=np.float32)
         self.num_classes = num_classes
         self.free_label = free_label
         self.directions = lidar_ray_directions()
@@ -189,27 +245,17 @@ class RayIoUAccumulator:
         self.pred_count = np.zeros(num_classes, dtype=np.int64)
         self.tp_count = np.zeros((len(thresholds), num_classes), dtype=np.int64)
         self.num_samples = 0
-        self._paths: dict[tuple[float, float, float], RayPaths] = {}
 
-    def paths_for(self, origin: np.ndarray) -> RayPaths:
-        """Traced rays from one origin (cached: a fixed origin is traced once per run)."""
-        key = tuple(float(x) for x in np.asarray(origin, dtype=np.float64).reshape(3))
-        if key not in self._paths:
-            if len(self._paths) > 64:
-                self._paths.clear()
-            self._paths[key] = trace_rays(np.asarray(key), self.directions)
-        return self._paths[key]
-
-    def update(self, gt: np.ndarray, pred: np.ndarray, origins: np.ndarray | None = None) -> None:
-        """Cast from each origin (T, 3) in the ego frame (default: the nuScenes LiDAR mount)."""
-        origins = np.asarray(NUSCENES_LIDAR_ORIGIN if origins is None else origins, dtype=np.float64).reshape(-1, 3)
+    def update(self, gt: np.ndarray, pred: np.ndarray, origins: np.ndarray) -> None:
+        """Cast from each origin (T, 3), in the sample's ego frame, through both volumes; rays whose
+        ground truth is free are ignored; the depth error is taken in float32 as the official."""
+        origins = np.asarray(origins, dtype=np.float64).reshape(-1, 3)
         for origin in origins:
-            paths = self.paths_for(origin)
-            gt_label, gt_depth = cast_rays(gt, paths, self.free_label)
-            pred_label, pred_depth = cast_rays(pred, paths, self.free_label)
+            (gt_label, pred_label), (gt_depth, pred_depth) = cast_rays((gt, pred), origin, self.directions,
+                                                                       free_label=self.free_label)
             valid = gt_label != self.free_label
             gt_label, pred_label = gt_label[valid], pred_label[valid]
-            err = np.abs(pred_depth[valid] - gt_depth[valid])
+            err = np.abs(pred_depth[valid] - gt_depth[valid])  # float32
             self.gt_count += np.bincount(gt_label, minlength=self.num_classes)
             self.pred_count += np.bincount(pred_label, minlength=self.num_classes)
             same = gt_label == pred_label

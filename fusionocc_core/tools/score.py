@@ -17,10 +17,9 @@ from typing import Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from fusionocc_core.classes import CLASS_NAMES, FREE_LABEL, GRID_LOWER, GRID_SHAPE, GRID_UPPER, NUM_CLASSES
-from fusionocc_core.data.poses import transform_matrix
+from fusionocc_core.classes import CLASS_NAMES, FREE_LABEL, GRID_SHAPE, NUM_CLASSES
 from fusionocc_core.metrics import (MASK_MODES, NUSCENES_LIDAR_ORIGIN, ConfusionAccumulator, RayIoUAccumulator,
-                                    select_mask)
+                                    select_mask, sparseocc_origins)
 from fusionocc_core.tools.atomic import atomic_write_json
 
 
@@ -152,8 +151,8 @@ def match_tokens(preds: dict[str, Path], gts: dict[str, Path], allow_missing: bo
 
 
 def sparseocc_ray_origins(infos_path: Path) -> dict[str, np.ndarray]:
-    """token -> (T, 3) ray origins the SparseOcc way: the LiDAR positions of up to 8 key-frames
-    of the sample's scene (|x|, |y| < 39 m, z inside the grid) expressed in the sample's ego frame."""
+    """token -> (T, 3) ray origins the SparseOcc way (`metrics.sparseocc_origins`): the LiDAR
+    positions of up to 8 key-frames of the sample's scene with |x|, |y| < 39 m, in the sample's ego frame."""
     try:
         with open(infos_path, "rb") as f:
             data = pickle.load(f)
@@ -163,18 +162,8 @@ def sparseocc_ray_origins(infos_path: Path) -> dict[str, np.ndarray]:
             by_scene.setdefault(str(info["scene_token"]), []).append(info)
         origins: dict[str, np.ndarray] = {}
         for frames in by_scene.values():
-            lidar2global = np.stack([transform_matrix(i["ego2global_translation"], i["ego2global_rotation"])
-                                     @ transform_matrix(i["lidar2ego_translation"], i["lidar2ego_rotation"]) for i in frames])
-            lidar_pos = lidar2global[:, :, 3]  # (F, 4) homogeneous LiDAR positions
-            for i, info in enumerate(frames):
-                ego2global = transform_matrix(info["ego2global_translation"], info["ego2global_rotation"])
-                local = (np.linalg.inv(ego2global) @ lidar_pos.T).T[:, :3]  # (F, 3)
-                inside = (np.abs(local[:, 0]) < 39) & (np.abs(local[:, 1]) < 39)
-                inside &= (local[:, 2] > GRID_LOWER[2]) & (local[:, 2] < GRID_UPPER[2])
-                keep = local[inside]
-                if len(keep) > 8:
-                    keep = keep[np.round(np.linspace(0, len(keep) - 1, 8)).astype(np.int64)]
-                origins[str(info["token"])] = keep
+            for info, frame_origins in zip(frames, sparseocc_origins(frames)):
+                origins[str(info["token"])] = frame_origins
         return origins
     except FileNotFoundError:
         raise ScoreError(f"infos {infos_path}: file not found") from None
@@ -187,16 +176,18 @@ def sparseocc_ray_origins(infos_path: Path) -> dict[str, np.ndarray]:
 
 
 def score_pairs(pairs: Iterable[tuple[np.ndarray, GroundTruth]], mask: str = "none", rayiou: bool = False,
-                origins: Iterable[np.ndarray | None] | None = None) -> ScoreResult:
-    """Score (prediction, ground truth) pairs held in memory; the core of fusionocc-score/eval."""
+                origins: Iterable[np.ndarray] | None = None) -> ScoreResult:
+    """Score (prediction, ground truth) pairs held in memory; the core of fusionocc-score/eval.
+    RayIoU needs `origins`: per pair, the (T, 3) ray origins in its ego frame (`sparseocc_ray_origins`)."""
     voxels = ConfusionAccumulator()
     rays = RayIoUAccumulator() if rayiou else None
+    if rays is not None and origins is None:
+        raise ScoreError("RayIoU needs ray origins per sample (SparseOcc's come from an info pickle)")
     origin_iter = iter(origins) if origins is not None else None
     for pred, gt in pairs:
         voxels.update(gt.semantics, pred, select_mask(mask, gt.mask_camera, gt.mask_lidar))
         if rays is not None:
-            o = next(origin_iter) if origin_iter is not None else None
-            rays.update(gt.semantics, pred, o)
+            rays.update(gt.semantics, pred, next(origin_iter))
     iou = voxels.per_class_iou()
     per_class = {name: float(iou[i]) for i, name in enumerate(CLASS_NAMES) if i != FREE_LABEL}
     return ScoreResult(miou=voxels.miou(), per_class=per_class, mask=mask, num_samples=voxels.num_samples,
@@ -204,11 +195,14 @@ def score_pairs(pairs: Iterable[tuple[np.ndarray, GroundTruth]], mask: str = "no
 
 
 def score_dirs(pred_dir: str | Path, gt_dir: str | Path, mask: str = "camera", allow_missing: bool = False,
-               rayiou: bool = False, infos: str | Path | None = None,
-               ray_origin: Sequence[float] = NUSCENES_LIDAR_ORIGIN, progress: bool | None = None) -> ScoreResult:
-    """Score every `<token>.npz` in pred_dir against the Occ3D gts root gt_dir."""
+               rayiou: bool = False, infos: str | Path | None = None, origin: str = "infos",
+               ray_origin: Sequence[float] | None = None, progress: bool | None = None) -> ScoreResult:
+    """Score every `<token>.npz` in pred_dir against the Occ3D gts root gt_dir. RayIoU casts from the
+    SparseOcc origins of `infos` (origin="infos", the protocol) or, with origin="ego", from the one
+    point `ray_origin` (default: the nuScenes LiDAR mount) in every sample's ego frame (not the protocol)."""
     if mask not in MASK_MODES:
         raise ScoreError(f"unknown mask '{mask}' (one of {', '.join(MASK_MODES)})")
+    check_ray_origins(rayiou, infos, origin, ray_origin)
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     preds, gts = find_predictions(pred_dir), find_ground_truth(gt_dir)
     tokens, skipped = match_tokens(preds, gts, allow_missing)
@@ -217,7 +211,7 @@ def score_dirs(pred_dir: str | Path, gt_dir: str | Path, mask: str = "camera", a
         missing = [t for t in tokens if t not in token_origins]
         if missing:
             raise ScoreError(f"infos {infos}: no entry for sample token {missing[0]} ({len(missing)} missing)")
-    fixed = np.asarray(ray_origin, dtype=np.float64).reshape(1, 3)
+    fixed = np.asarray(NUSCENES_LIDAR_ORIGIN if ray_origin is None else ray_origin, dtype=np.float64).reshape(1, 3)
 
     def pairs():
         for token in tqdm(tokens, desc="scoring", unit="sample", disable=(None if progress is None else not progress)):
@@ -227,6 +221,22 @@ def score_dirs(pred_dir: str | Path, gt_dir: str | Path, mask: str = "camera", a
     result = score_pairs(pairs(), mask=mask, rayiou=rayiou, origins=origins)
     result.skipped = skipped
     return result
+
+
+RAY_ORIGIN_MODES: tuple[str, ...] = ("infos", "ego")
+
+
+def check_ray_origins(rayiou: bool, infos: str | Path | None, origin: str, ray_origin: Sequence[float] | None) -> None:
+    """The RayIoU origin options make sense together; a ScoreError with the one-line reason if not."""
+    if origin not in RAY_ORIGIN_MODES:
+        raise ScoreError(f"unknown --origin '{origin}' (one of {', '.join(RAY_ORIGIN_MODES)})")
+    if origin == "ego" and infos is not None:
+        raise ScoreError("--origin ego casts from one fixed point and ignores --infos: give one of them")
+    if ray_origin is not None and origin != "ego":
+        raise ScoreError("--ray-origin needs --origin ego (the SparseOcc origins come from --infos)")
+    if rayiou and origin == "infos" and infos is None:
+        raise ScoreError("--rayiou needs --infos (SparseOcc casts from up to 8 LiDAR positions of each sample's "
+                         "scene); --origin ego casts from one fixed point instead, which is not the protocol")
 
 
 def format_table(result: ScoreResult) -> str:
@@ -261,11 +271,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rayiou", action="store_true",
                    help="also compute RayIoU (SparseOcc protocol, depth thresholds 1/2/4 m; ignores --mask)")
     p.add_argument("--infos", type=Path, default=None,
-                   help="with --rayiou: info pickle giving ego/LiDAR poses, to cast from up to 8 LiDAR origins of "
-                        "each sample's scene as SparseOcc does (default: one origin, see --ray-origin)")
-    p.add_argument("--ray-origin", type=float, nargs=3, default=NUSCENES_LIDAR_ORIGIN, metavar=("X", "Y", "Z"),
-                   help="with --rayiou and no --infos: ray origin in the ego frame, metres "
-                        "(default: the nuScenes LIDAR_TOP mount %(default)s)")
+                   help="with --rayiou: the split's info pickle (ego and LiDAR poses); rays are cast from up to 8 "
+                        "LiDAR positions of each sample's scene within 39 m, exactly as SparseOcc's ray_metrics.py "
+                        "(required unless --origin ego)")
+    p.add_argument("--origin", choices=RAY_ORIGIN_MODES, default="infos",
+                   help="RayIoU ray origins: 'infos' = SparseOcc's origins from --infos (the protocol, default); "
+                        "'ego' = one fixed point (--ray-origin) in each sample's ego frame, for data without "
+                        "poses -- NOT the RayIoU protocol, its numbers are not comparable to published ones")
+    p.add_argument("--ray-origin", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                   help=f"with --origin ego: the origin in the ego frame, metres (default: the nuScenes LIDAR_TOP "
+                        f"mount {' '.join(str(v) for v in NUSCENES_LIDAR_ORIGIN)})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -274,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = score_dirs(args.pred_dir, args.gt_dir, mask=args.mask, allow_missing=args.allow_missing,
-                            rayiou=args.rayiou, infos=args.infos, ray_origin=args.ray_origin,
+                            rayiou=args.rayiou, infos=args.infos, origin=args.origin, ray_origin=args.ray_origin,
                             progress=False if args.quiet else None)
         print(format_table(result))
         if args.json is not None:

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
+import sparseocc_oracle
 from fusionocc_core import metrics
 from fusionocc_core.classes import CLASS_NAMES, FREE_LABEL, GRID_SHAPE, NUM_CLASSES
 from fusionocc_core.tools import score
@@ -282,17 +283,20 @@ def scene_volume() -> np.ndarray:
     return vol
 
 
+LIDAR_ORIGIN = np.array([metrics.NUSCENES_LIDAR_ORIGIN])
+
+
 def test_rayiou_perfect_is_100_and_perturbed_is_lower(tmp_path):
     gt = scene_volume()
     acc = metrics.RayIoUAccumulator()
-    acc.update(gt, gt)
+    acc.update(gt, gt, LIDAR_ORIGIN)
     assert all(v == pytest.approx(100.0) for v in acc.result().values())
 
     moved = np.full_like(gt, FREE_LABEL)
     moved[:, :, 1] = gt[:, :, 1]
     moved[:, :, 2:] = np.roll(gt[:, :, 2:], 8, axis=0)  # objects 3.2 m off: depth errors > 1 m
     acc = metrics.RayIoUAccumulator()
-    acc.update(gt, moved)
+    acc.update(gt, moved, LIDAR_ORIGIN)
     res = acc.result()
     assert res["rayiou"] < 95
     assert res["rayiou@1"] <= res["rayiou@2"] <= res["rayiou@4"]
@@ -301,38 +305,188 @@ def test_rayiou_perfect_is_100_and_perturbed_is_lower(tmp_path):
     relabel = gt.copy()
     relabel[relabel == 4] = 10  # cars called trucks: depth right, class wrong
     acc = metrics.RayIoUAccumulator()
-    acc.update(gt, relabel)
+    acc.update(gt, relabel, LIDAR_ORIGIN)
     iou = acc.per_class_iou()
     assert np.all(iou[:, 4] == 0) and np.all(iou[:, 10] == 0)
     assert np.all(iou[:, 11] == pytest.approx(100.0))
 
 
-def test_rayiou_through_cli(tmp_path):
+def write_gt_pred(root: Path, scene: str, token: str, gt: np.ndarray, pred: np.ndarray, masks: bool = True) -> None:
+    d = root / "gts" / scene / token
+    d.mkdir(parents=True, exist_ok=True)
+    zeros = np.zeros(GRID_SHAPE, np.uint8)  # empty masks: RayIoU ignores them
+    np.savez_compressed(d / "labels.npz", semantics=gt, **({"mask_camera": zeros, "mask_lidar": zeros} if masks else {}))
+    (root / "preds").mkdir(exist_ok=True)
+    np.savez_compressed(root / "preds" / f"{token}.npz", semantics=pred)
+
+
+def test_rayiou_needs_infos_or_an_explicit_ego_origin(tmp_path, capsys):
     gt = scene_volume()
-    d = tmp_path / "gts" / "scene-0" / "tokA"
-    d.mkdir(parents=True)
-    ones = np.ones(GRID_SHAPE, np.uint8)
-    np.savez_compressed(d / "labels.npz", semantics=gt, mask_camera=ones, mask_lidar=ones)
-    (tmp_path / "preds").mkdir()
-    np.savez_compressed(tmp_path / "preds" / "tokA.npz", semantics=gt)
+    write_gt_pred(tmp_path, "scene-0", "tokA", gt, gt)
+    base = ["--pred-dir", str(tmp_path / "preds"), "--gt-dir", str(tmp_path / "gts"), "--mask", "none", "--rayiou",
+            "--quiet"]
+    assert score.main(base) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--rayiou needs --infos" in err and "not the protocol" in err
     out = tmp_path / "r.json"
-    assert score.main(["--pred-dir", str(tmp_path / "preds"), "--gt-dir", str(tmp_path / "gts"), "--rayiou",
-                       "--json", str(out), "--quiet"]) == 0
+    assert score.main(base + ["--origin", "ego", "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["rayiou"] == pytest.approx(100.0) and doc["rayiou@1"] == pytest.approx(100.0)
     assert doc["miou"] == pytest.approx(100.0)
+    infos = tmp_path / "infos.pkl"
+    with open(infos, "wb") as f:
+        pickle.dump({"infos": slope_scene_infos("scene-0", 3, ["tokA"])}, f)
+    for extra, message in ((["--origin", "ego", "--infos", str(infos)], "give one of them"),
+                           (["--infos", str(infos), "--ray-origin", "0", "0", "2"], "--ray-origin needs --origin ego")):
+        assert score.main(base + extra) == 1
+        assert message in capsys.readouterr().err
+    with pytest.raises(score.ScoreError, match="--rayiou needs --infos"):
+        score.score_dirs(tmp_path / "preds", tmp_path / "gts", mask="none", rayiou=True)
 
-    # multi-origin rays from an info pickle (SparseOcc style): ego moved 10 m along x between frames
-    infos = [dict(token=f"tok{c}", scene_token="s0", timestamp=i, lidar2ego_translation=[0.9, 0.0, 1.8],
-                  lidar2ego_rotation=[1, 0, 0, 0], ego2global_translation=[100.0 + 10 * i, 50.0, 0.0],
-                  ego2global_rotation=[1, 0, 0, 0]) for i, c in enumerate("ABC")]
+
+# -- the SparseOcc test bed: slopes, turning, empty masks ------------------------------------
+
+
+def road_height(s: np.ndarray) -> np.ndarray:
+    """A road that runs flat for 30 m, climbs at 15 % for 45 m, then runs flat again: from the sag
+    the other frames' LiDARs appear above the grid, from the crest below it."""
+    return 0.15 * np.clip(np.asarray(s, np.float64) - 30.0, 0.0, 45.0)
+
+
+def slope_scene_infos(scene: str, frames: int, tokens: list[str] | None = None, yaw_rate: float = 0.0,
+                      step_m: float = 4.5, slope: bool = True) -> list[dict]:
+    """Key-frame infos of an ego driving `step_m` per 0.5 s along the road (pitched with it) and turning
+    at `yaw_rate` rad per frame; the nuScenes LiDAR mount (yawed -90 deg, slightly tilted)."""
+    from scipy.spatial.transform import Rotation
+
+    infos, x, y, yaw = [], 100.0, 200.0, 0.3
+    for k in range(frames):
+        s = k * step_m
+        z = float(road_height(s)) if slope else 0.0
+        grade = (float(road_height(s + 0.5) - road_height(s - 0.5))) if slope else 0.0
+        qx, qy, qz, qw = Rotation.from_euler("ZY", [yaw, -np.arctan(grade)]).as_quat()
+        infos.append({"token": tokens[k] if tokens and k < len(tokens) else f"{scene}-{k}", "scene_token": scene,
+                      "scene_name": scene, "timestamp": 1_000_000 + 500_000 * k,
+                      "lidar2ego_translation": [0.943713, 0.0, 1.84023],
+                      "lidar2ego_rotation": [0.7077955119163518, -0.006492242056004365, 0.010646214713995808,
+                                             -0.7063073142877817],
+                      "ego2global_translation": [x, y, 30.0 + z], "ego2global_rotation": [qw, qx, qy, qz]})
+        x, y, yaw = x + step_m * np.cos(yaw), y + step_m * np.sin(yaw), yaw + yaw_rate
+    return infos
+
+
+def test_rayiou_origins_equal_sparseocc_on_a_climbing_scene(tmp_path):
+    """Every origin with |x|, |y| < 39 m, whatever its height (several lie above or below the grid),
+    then SparseOcc's pick of 8: equal to EgoPoseDataset's, re-done with pyquaternion and loops."""
+    infos = slope_scene_infos("scene-slope", 22)
     with open(tmp_path / "infos.pkl", "wb") as f:
         pickle.dump({"infos": infos, "metadata": {}}, f)
-    origins = score.sparseocc_ray_origins(tmp_path / "infos.pkl")
-    np.testing.assert_allclose(origins["tokA"], [[0.9, 0, 1.8], [10.9, 0, 1.8], [20.9, 0, 1.8]])
-    assert score.main(["--pred-dir", str(tmp_path / "preds"), "--gt-dir", str(tmp_path / "gts"), "--rayiou",
-                       "--infos", str(tmp_path / "infos.pkl"), "--json", str(out), "--quiet"]) == 0
-    assert json.loads(out.read_text())["rayiou"] == pytest.approx(100.0)
+    got = score.sparseocc_ray_origins(tmp_path / "infos.pkl")
+    want = sparseocc_oracle.origins(infos)
+    above = below = 0
+    for info, expected in zip(infos, want):
+        origins = got[info["token"]]
+        assert origins.shape == expected.shape and len(origins) == 8
+        np.testing.assert_allclose(origins, expected, rtol=0, atol=1e-9)
+        above += int(np.sum(origins[:, 2] >= 5.4))
+        below += int(np.sum(origins[:, 2] <= -1.0))
+    assert above >= 3 and below >= 3  # a height filter would have chosen other origins
+
+
+def street_on_slope(rng: np.random.Generator, info: dict, scene_infos: list[dict], slope: bool) -> np.ndarray:
+    """Occ3D-like labels in one frame's ego frame: the road (following the slope, seen from the pitched
+    ego), sidewalks, walls, cars, poles and trees."""
+    vol = np.full(GRID_SHAPE, FREE_LABEL, np.uint8)
+    k = scene_infos.index(info)
+    s0 = 4.5 * k
+    x = (np.arange(200) + 0.5) * 0.4 - 40.0
+    grade0 = float(road_height(s0 + 0.5) - road_height(s0 - 0.5)) if slope else 0.0
+    ground = (road_height(s0 + x) - road_height(s0) - x * grade0) if slope else np.zeros(200)
+    gz = np.clip(np.floor((ground + 1.0 - 0.2) / 0.4).astype(int), 0, 15)  # (200,) ground layer per x
+    for i in range(200):
+        vol[i, :, gz[i]] = 11
+        vol[i, :40, gz[i]] = 13
+        vol[i, 160:, gz[i]] = 14
+        vol[i, 185:, gz[i] + 1:min(gz[i] + 12, 16)] = 15  # a wall on the left
+    for _ in range(25):  # cars, trucks, pedestrians, poles, trees
+        cls = rng.choice([4, 4, 4, 10, 7, 0, 16, 1])
+        cx, cy = rng.integers(5, 195), rng.integers(45, 180)
+        lx, ly, h = {4: (10, 5, 4), 10: (20, 7, 8), 7: (2, 2, 5), 0: (1, 1, 12), 16: (8, 8, 14), 1: (12, 1, 3)}[int(cls)]
+        base = gz[cx] + 1
+        vol[cx:cx + lx, cy:cy + ly, base:min(base + h, 16)] = cls
+    return vol
+
+
+def predicted(rng: np.random.Generator, gt: np.ndarray) -> np.ndarray:
+    """A plausible prediction: objects shifted 0-3 voxels, some relabelled, a few missed, noise."""
+    pred = gt.copy()
+    things = np.isin(gt, (0, 1, 4, 7, 10, 16))
+    pred[things] = FREE_LABEL
+    shifted = np.roll(np.where(things, gt, FREE_LABEL), (int(rng.integers(-3, 4)), int(rng.integers(-2, 3))), axis=(0, 1))
+    pred[shifted != FREE_LABEL] = shifted[shifted != FREE_LABEL]
+    pred[(pred == 10) & (rng.random(GRID_SHAPE) < 0.5)] = 4  # trucks half called cars
+    flip = rng.random(GRID_SHAPE) < 0.002
+    pred[flip] = rng.integers(0, NUM_CLASSES, int(flip.sum()))
+    pred[:, :60, :][gt[:, :60, :] == 13] = 12  # sidewalk called other_flat on one side
+    return pred.astype(np.uint8)
+
+
+@pytest.mark.slow
+def test_rayiou_equals_sparseocc_ray_metrics_on_a_test_bed(tmp_path):
+    """fusionocc-score --rayiou --infos equals an independent transcription of SparseOcc's
+    ray_metrics.py (sparseocc_oracle) within 0.005 pp on scenes that climb a slope (origins above
+    and below the grid), turn, and have empty masks and an empty ground truth."""
+    rng = np.random.default_rng(12)
+    slope = slope_scene_infos("scene-slope", 18)
+    turn = slope_scene_infos("scene-turn", 8, yaw_rate=0.35, slope=False)
+    scored = [(slope, slope[6], True), (slope, slope[17], True), (turn, turn[4], False), (turn, turn[6], False)]
+    preds, gts, origin_list = [], [], []
+    oracle_origins = {**dict(zip([i["token"] for i in slope], sparseocc_oracle.origins(slope))),
+                      **dict(zip([i["token"] for i in turn], sparseocc_oracle.origins(turn)))}
+    for n, (scene, info, is_slope) in enumerate(scored):
+        gt = street_on_slope(rng, info, scene, is_slope)
+        if n == 3:
+            gt[:] = FREE_LABEL  # an empty ground truth: no ray counts
+        pred = predicted(rng, gt) if n != 3 else predicted(rng, street_on_slope(rng, info, scene, False))
+        write_gt_pred(tmp_path, info["scene_name"], info["token"], gt, pred, masks=n != 2)
+        preds.append(pred)
+        gts.append(gt)
+        origin_list.append(oracle_origins[info["token"]])
+    assert any((o[:, 2] > 5.4).any() for o in origin_list) and any((o[:, 2] < -1.0).any() for o in origin_list)
+    with open(tmp_path / "infos.pkl", "wb") as f:
+        pickle.dump({"infos": slope + turn}, f)
+    out = tmp_path / "score.json"
+    assert score.main(["--pred-dir", str(tmp_path / "preds"), "--gt-dir", str(tmp_path / "gts"), "--mask", "none",
+                       "--rayiou", "--infos", str(tmp_path / "infos.pkl"), "--json", str(out), "--quiet"]) == 0
+    doc = json.loads(out.read_text())
+    want = sparseocc_oracle.rayiou(preds, gts, origin_list)
+    for key in ("rayiou", "rayiou@1", "rayiou@2", "rayiou@4"):
+        assert abs(doc[key] - 100.0 * want[key]) < 0.005, (key, doc[key], 100.0 * want[key])
+    assert 20.0 < doc["rayiou"] < 90.0  # a real comparison, neither trivial nor empty
+
+
+def test_ray_casting_equals_the_official_kernel_ray_by_ray():
+    """metrics.cast_rays against a line-by-line, one-ray-at-a-time transcription of dvr.cu's
+    render_forward (float32 inputs, truncation toward zero, tie-breaking, step limit): the same voxel
+    and the same float32 depth for rays along the axes (where float32 rounding zeroes a direction
+    component) and at random, from origins inside, above and below the grid."""
+    rng = np.random.default_rng(5)
+    vol = scene_volume()
+    vol[rng.random(GRID_SHAPE) < 0.003] = 3
+    rays = sparseocc_oracle.lidar_rays()
+    np.testing.assert_array_equal(metrics.lidar_ray_directions(), rays)
+    azimuth = np.arange(len(rays)) % 360
+    axis_rays = np.flatnonzero(np.isin(azimuth, (0, 90, 180, 270)))
+    pick = np.concatenate([axis_rays, rng.choice(len(rays), 150, replace=False)])
+    origins = [metrics.NUSCENES_LIDAR_ORIGIN, (12.37, -3.91, 2.66), (-20.02, 30.4, 6.3), (30.1, 7.7, -1.25),
+               (-8.8, -38.7, -1.9), (0.0, 0.0, 0.0)]
+    for origin in origins:
+        (labels,), (depths,) = metrics.cast_rays((vol,), origin, rays[pick])
+        o32, e32 = sparseocc_oracle.render_inputs(np.asarray(origin, np.float64), rays[pick])
+        for k in range(len(pick)):
+            dist, xyz = sparseocc_oracle.render_ray(vol != FREE_LABEL, o32, e32[k])
+            assert labels[k] == vol[xyz], (origin, pick[k])
+            assert depths[k] == np.float32(dist) * np.float32(0.4), (origin, pick[k], depths[k], dist)
 
 
 def test_ray_traversal_matches_brute_force_marching():
@@ -342,11 +496,11 @@ def test_ray_traversal_matches_brute_force_marching():
     dirs = metrics.lidar_ray_directions()
     dirs = dirs[rng.choice(len(dirs), 60, replace=False)]
     origin = np.array(metrics.NUSCENES_LIDAR_ORIGIN)
-    labels, depth = metrics.cast_rays(vol, metrics.trace_rays(origin, dirs))
+    (labels,), (depth,) = metrics.cast_rays((vol,), origin, dirs)
     lower = np.array([-40.0, -40.0, -1.0])
     t = np.arange(0.0, 130.0, 0.002)  # metres, sampling step 2 mm
-    for k, d in enumerate(dirs):
-        pts = origin + t[:, None] * d  # (S, 3)
+    for k, d in enumerate(dirs.astype(np.float64)):
+        pts = origin + t[:, None] * d / np.linalg.norm(d)  # (S, 3)
         idx = np.floor((pts - lower) / 0.4).astype(int)
         inside = np.all((idx >= 0) & (idx < np.array(GRID_SHAPE)), axis=1)
         last = np.argmin(inside) if not inside.all() else len(t)
