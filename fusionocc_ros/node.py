@@ -262,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(argv) if argv is not None else sys.argv
     node = None
     try:
+        _check_params_files(args)  # before rcl, which would log its own lines about a broken file
         try:
             rclpy.init(args=args)
         except Exception as exc:  # e.g. a params file rcl cannot parse: rcl's own message is one line
@@ -283,10 +284,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _node_name(args: Sequence[str]) -> str:
     """The node's name as remapped on the command line (`-r __node:=name`), else NODE_NAME."""
+    return _ros_arg(args, "__node") or _ros_arg(args, "__name") or NODE_NAME
+
+
+def _ros_arg(args: Sequence[str], key: str) -> str | None:
+    """The value of `-r <key>:=value` (or a bare `<key>:=value`) in the command line."""
     for arg in args:
-        if arg.startswith("__node:=") or arg.startswith("__name:="):
+        if arg.startswith(f"{key}:="):
             return arg.split(":=", 1)[1]
-    return NODE_NAME
+    return None
+
+
+def _check_params_files(args: Sequence[str]) -> None:
+    """Each --params-file exists and parses, and one of them has a section for this node."""
+    from fusionocc_ros.params import load_params_file
+
+    files = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--params-file"]
+    name, namespace = _node_name(args), _ros_arg(args, "__ns") or ""
+    problems = []
+    for path in files:
+        try:
+            load_params_file(path, name, namespace)
+            return
+        except ParameterError as exc:
+            if "has no section" not in str(exc):
+                raise StartupError(str(exc)) from None
+            problems.append(str(exc))
+    if problems:
+        raise StartupError(problems[0])
 
 
 def _rcl_reason(exc: Exception, args: Sequence[str]) -> str:
