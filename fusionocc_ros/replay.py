@@ -43,8 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="inference precision")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage of OUT_BAG")
-    p.add_argument("--camera-topic", default=topics.image_topic("{CAM}"),
-                   help="image topic pattern in IN_BAG; {cam} = lower-case camera name (default: %(default)s)")
+    p.add_argument("--camera-topic", default=None,
+                   help="image topic pattern in IN_BAG; {cam} = lower-case camera name (default: "
+                        f"{topics.image_topic('{CAM}')}, or {topics.image_topic('{CAM}', 'raw')} with "
+                        "input_image_type: raw in --params)")
     p.add_argument("--info-topic", default=topics.camera_info_topic("{CAM}"), help="CameraInfo topic pattern (default: %(default)s)")
     p.add_argument("--lidar-topic", default=topics.LIDAR, help="PointCloud2 topic in IN_BAG (default: %(default)s)")
     return p
@@ -119,7 +121,8 @@ def _run(args: argparse.Namespace, params: dict) -> int:
     pipeline = OccupancyPipeline(cfg, predictor, pipeline_settings(params),
                                  on_problem=lambda reason, detail: problems.append(f"{reason}: {detail}"))
 
-    cams = {args.camera_topic.format(cam=c.lower()): c for c in cfg.data.cameras}
+    camera_topic = args.camera_topic or topics.image_topic("{CAM}", params["input_image_type"])
+    cams = {camera_topic.format(cam=c.lower()): c for c in cfg.data.cameras}
     infos = {args.info_topic.format(cam=c.lower()): c for c in cfg.data.cameras}
     store = get_store()
     out_topics = output_topics(args.namespace, args.node_name)

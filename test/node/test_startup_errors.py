@@ -75,6 +75,16 @@ def test_node_refuses_bad_parameters_with_one_line(case: str, tmp_path: Path, ti
         assert words in line, line
 
 
+def test_node_with_a_text_file_as_checkpoint_says_so(tmp_path: Path) -> None:
+    fake = tmp_path / "model.pth"
+    fake.write_text("not a checkpoint\n")
+    launch = node_launch({"params_file": str(REPO / "config" / "occ_node.yaml"), "checkpoint": str(fake)})
+    proc = subprocess.run([str(Path(sys.executable).parent / "fusionocc-node"), *launch.ros_args()],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert f"fusionocc_occupancy: cannot start: cannot load checkpoint {fake}: " in _one_line(proc.stderr)
+
+
 def test_node_without_a_params_file_says_so(tmp_path: Path) -> None:
     proc = subprocess.run([str(Path(sys.executable).parent / "fusionocc-node")], capture_output=True, text=True,
                           timeout=120)
