@@ -7,9 +7,31 @@ from glob import glob
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 PACKAGE = "fusionocc_ros"
 HERE = Path(__file__).resolve().parent
+# Shipped inside the wheel as fusionocc_ros/data/<name> (fusionocc_ros.resources finds them with
+# importlib.resources); the repository keeps the one copy of each file at its usual place.
+PACKAGE_DATA_FILES = {
+    "config/occ_node.yaml": "config/occ_node.yaml",
+    "config/occ.rviz": "config/occ.rviz",
+    "launch/occ.launch.py": "launch/occ.launch.py",
+    "msg/SemanticVoxelGrid.msg": "fusionocc_msgs/msg/SemanticVoxelGrid.msg",
+}
+
+
+class BuildWithData(build_py):
+    """build_py that also copies PACKAGE_DATA_FILES into the built fusionocc_ros package."""
+
+    def run(self) -> None:
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return  # an editable install reads them from the source tree
+        for name, source in PACKAGE_DATA_FILES.items():
+            target = Path(self.build_lib) / PACKAGE / "data" / name
+            self.mkpath(str(target.parent))
+            self.copy_file(str(HERE / source), str(target))
 
 
 def read_pins(section: str) -> list[str]:
@@ -61,6 +83,7 @@ setup(
     python_requires=">=3.10",
     install_requires=["setuptools"] + read_pins("core"),
     extras_require={"ros": read_pins("ros"), "dev": read_pins("dev")},
+    cmdclass={"build_py": BuildWithData},
     zip_safe=False,
     maintainer="fusionocc_ros maintainers",
     maintainer_email="maintainers@fusionocc-ros.org",

@@ -1,7 +1,7 @@
 """Run the live graph once: the node, a recorder and a bag player as separate processes over DDS.
 
-Used by the demo and the end-to-end test: start `fusionocc-node` the way the launch file would
-(parameters YAML + remappings), start `fusionocc-record` on the node's outputs, play a bag with
+Used by the demo and the end-to-end tests: start `fusionocc-node` the way the launch file does
+(`launch_args.node_launch`: name, namespace, parameters YAML, overrides, remappings), start `fusionocc-record` on the node's outputs, play a bag with
 `fusionocc-play`, wait until every key-frame's outputs are recorded (or a timeout), then stop the
 recorder and the node with SIGINT. No rclpy in this process.
 """
@@ -12,11 +12,12 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from fusionocc_ros.params import NODE_NAME, ros_args
+from fusionocc_ros import topics
+from fusionocc_ros.launch_args import node_launch
 
 BIN = Path(sys.executable).parent
 
@@ -48,28 +49,33 @@ def _stop(proc: subprocess.Popen, timeout: float = 20.0) -> int:
 def run_live(bag: Path, out_bag: Path, checkpoint: Path, params_file: Path, expected_frames: int,
              overrides: dict[str, Any] | None = None, rate: float = 0.25, timeout_s: float = 300.0,
              log_dir: Path | None = None, cameras: tuple[str, ...] | None = None,
-             sim_time: bool = False, settle_s: float | None = None) -> LiveRunResult:
-    """Play `bag` into a live node and record its outputs to `out_bag` (see the module docstring)."""
-    from fusionocc_core.classes import CAMERA_NAMES
+             sim_time: bool = False, settle_s: float | None = None, launch_args: dict[str, str] | None = None
+             ) -> LiveRunResult:
+    """Play `bag` into a live node and record its outputs to `out_bag` (see the module docstring).
 
+    `launch_args` are the launch file's arguments (e.g. namespace, node_name, a topic); `overrides`
+    are further node parameters (`-p name:=value`)."""
+    if cameras is not None and tuple(cameras) != topics.CAMERA_NAMES:
+        raise ValueError("run_live starts the node with the launch file's inputs: the six nuScenes cameras")
     log_dir = Path(log_dir or out_bag.parent)
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    params = {"model.checkpoint": str(checkpoint), "input_qos": "reliable", **(overrides or {})}
-    if sim_time:  # the player publishes /clock; the node runs on bag time
-        params["use_sim_time"] = True
+    launch = node_launch({"params_file": str(params_file), "checkpoint": str(checkpoint),
+                          "use_sim_time": "true" if sim_time else "false",  # the player publishes /clock
+                          **(launch_args or {})})
+    launch = replace(launch, overrides={**launch.overrides, "input_qos": "reliable", **(overrides or {})})
     node_log = log_dir / "node.log"
     rec_log = log_dir / "record.log"
     ready = log_dir / ".record_ready"
     ready.unlink(missing_ok=True)
-    outputs = [f"/{NODE_NAME}/output/{o}" for o in ("voxels", "markers", "cloud")]
+    outputs = [launch.output_topics()[o][0] for o in ("voxels", "markers", "cloud")]
     with open(node_log, "w") as nlog, open(rec_log, "w") as rlog:
-        node = subprocess.Popen([_tool("fusionocc-node"), *ros_args(params_file, params, cameras or CAMERA_NAMES)],
+        node = subprocess.Popen([_tool("fusionocc-node"), *launch.ros_args()],
                                 stdout=nlog, stderr=subprocess.STDOUT, env=env)
         recorder = None
         try:
             recorder = subprocess.Popen(
-                [_tool("fusionocc-record"), str(out_bag), "--topics", *outputs, "/diagnostics",
+                [_tool("fusionocc-record"), str(out_bag), "--topics", *outputs, topics.DIAGNOSTICS,
                  "--count", str(expected_frames), "--use-header-stamp", "--ready-file", str(ready),
                  "--discovery-timeout", "120"],
                 stdout=rlog, stderr=subprocess.STDOUT, env=env)

@@ -1,17 +1,22 @@
 """`fusionocc_occupancy`: the ROS 2 node. It only wires ROS to `OccupancyPipeline`.
 
 Inputs (sensor-data QoS, remapped by launch/occ.launch.py): `~/input/lidar` (PointCloud2),
-`~/input/<cam>/image` (CompressedImage, or Image with image_transport: raw) and
-`~/input/<cam>/camera_info` for the six cameras, `/tf`, `/tf_static`. Outputs (reliable):
+`~/input/<cam>/image` (an image_transport base topic: the node subscribes `<base>/compressed`
+for CompressedImage, or `<base>` for Image with `input_image_type: raw`, after remapping, as
+image_transport subscribers do) and `~/input/<cam>/camera_info` for the six cameras, `/tf`,
+`/tf_static`. Outputs (reliable):
 `~/output/markers` (MarkerArray), `~/output/voxels` (fusionocc_msgs/SemanticVoxelGrid),
 `~/output/cloud` (PointCloud2 x y z rgb label), `/diagnostics`. Callbacks only buffer messages;
 a worker thread infers on the newest synchronized set (latest wins, never queues behind a slow
 model). Every parameter comes from the YAML file (config/occ_node.yaml); none has a code default.
+Any problem with the parameters, the model config or the checkpoint stops the node with one line,
+`<node>: cannot start: <reason>`, and exit status 1.
 """
 from __future__ import annotations
 
 import sys
 import threading
+from pathlib import Path
 import time
 from dataclasses import replace
 from typing import Any, Sequence
@@ -19,6 +24,8 @@ from typing import Any, Sequence
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.clock import JumpThreshold, TimeJump
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -29,12 +36,17 @@ from visualization_msgs.msg import MarkerArray
 
 from fusionocc_core.config import Config, load_config
 from fusionocc_ros.diagnostics import Diagnostics
-from fusionocc_ros.params import NODE_NAME, PARAMETERS, RUNTIME_PREFIX, pipeline_settings, validate
+from fusionocc_ros.params import (NODE_NAME, PARAMETERS, RUNTIME_PREFIX, ParameterError, check_types,
+                                   pipeline_settings, resolve, validate)
 from fusionocc_ros.pipeline import OccupancyPipeline, PipelineResult
 from fusionocc_ros.sync import SyncedSet
+from fusionocc_ros.topics import DIAGNOSTICS, IMAGE_KINDS, TF, TF_STATIC
 
 PARAMETER_TYPES = {"string": Parameter.Type.STRING, "double": Parameter.Type.DOUBLE, "integer": Parameter.Type.INTEGER,
                    "bool": Parameter.Type.BOOL, "string_array": Parameter.Type.STRING_ARRAY}
+ROS_OWN_PARAMETERS = ("use_sim_time", "start_type_description_service")  # rclpy declares these itself
+
+
 class StartupError(RuntimeError):
     """The node cannot start (bad parameters, missing checkpoint, absent device); one line."""
 
@@ -44,45 +56,56 @@ class OccupancyNode(Node):
 
     def __init__(self, **kwargs: Any):
         super().__init__(NODE_NAME, **kwargs)
+        # the same checks, in the same words, as fusionocc-replay --params (params.resolve)
+        given = {name: p.value for name, p in getattr(self, "_parameter_overrides", {}).items()
+                 if name not in ROS_OWN_PARAMETERS and not name.startswith("qos_overrides.")}
+        try:
+            self.params = resolve({**{name: None for name in PARAMETERS}, **given})
+        except ParameterError as exc:
+            raise StartupError(str(exc)) from None
         for name, (ptype, text) in PARAMETERS.items():
             self.declare_parameter(name, PARAMETER_TYPES[ptype], ParameterDescriptor(description=text))
         self.params = {name: self.get_parameter(name).value for name in PARAMETERS}
-        problem = validate(self.params)
-        if problem:
-            raise StartupError(problem)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         from fusionocc_core.predictor import Predictor  # heavy (torch): after the parameters are valid
 
-        self.cfg: Config = load_config(self.params["model.config"])
         try:
-            self.predictor = Predictor(self.cfg, checkpoint=self.params["model.checkpoint"],
+            self.cfg: Config = load_config(self.params["model.config"])
+        except (FileNotFoundError, ValueError, OSError) as exc:
+            raise StartupError(f"model.config: {str(exc).splitlines()[0]}") from None
+        checkpoint = self.params["model.checkpoint"]
+        try:
+            self.predictor = Predictor(self.cfg, checkpoint=checkpoint,
                                        device=self.params["model.device"], precision=self.params["model.precision"],
                                        compile=self.params["model.compile"])
-        except (FileNotFoundError, ValueError, RuntimeError, KeyError) as exc:
-            raise StartupError(str(exc).splitlines()[0]) from None
+        except Exception as exc:  # a missing, foreign or damaged file; an absent device: one line, no traceback
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise StartupError(f"cannot load checkpoint {checkpoint}: {text}") from None
         self.pipeline = OccupancyPipeline(self.cfg, self.predictor, pipeline_settings(self.params),
                                           on_problem=self._log_problem_once)
         self.cameras = tuple(self.cfg.data.cameras)
         inputs = ["lidar"] + [f"{c.lower()}/image" for c in self.cameras]
-        self.diag = Diagnostics(NODE_NAME, hardware_id=self.params["model.device"], expected_inputs=inputs)
+        self.diag = Diagnostics(self.get_name(), hardware_id=self.params["model.device"], expected_inputs=inputs)
 
         # --- inputs
         reliable = self.params["input_qos"] == "reliable"
         sensor_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2,
                                 reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
                                 durability=DurabilityPolicy.VOLATILE) if reliable else qos_profile_sensor_data
-        image_type = CompressedImage if self.params["image_transport"] == "compressed" else Image
+        kind = self.params["input_image_type"]
+        image_type = CompressedImage if kind == "compressed" else Image
         self.create_subscription(PointCloud2, "~/input/lidar", self._on_lidar, sensor_qos)
         for cam in self.cameras:
             lower = cam.lower()
-            self.create_subscription(image_type, f"~/input/{lower}/image",
-                                     lambda m, c=cam: self._on_image(c, m), sensor_qos)
+            # image_transport naming: remap the base topic, subscribe <base>/compressed (or <base>)
+            image_topic = self.resolve_topic_name(f"~/input/{lower}/image") + IMAGE_KINDS[kind][1]
+            self.create_subscription(image_type, image_topic, lambda m, c=cam: self._on_image(c, m), sensor_qos)
             self.create_subscription(CameraInfo, f"~/input/{lower}/camera_info",
                                      lambda m, c=cam: self._submit(self.pipeline.add_camera_info(c, m)), sensor_qos)
-        self.create_subscription(TFMessage, "/tf", lambda m: self._submit(self.pipeline.add_tf(m, static=False)),
+        self.create_subscription(TFMessage, TF, lambda m: self._submit(self.pipeline.add_tf(m, static=False)),
                                  QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
-        self.create_subscription(TFMessage, "/tf_static", lambda m: self._submit(self.pipeline.add_tf(m, static=True)),
+        self.create_subscription(TFMessage, TF_STATIC, lambda m: self._submit(self.pipeline.add_tf(m, static=True)),
                                  QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
                                             durability=DurabilityPolicy.TRANSIENT_LOCAL))
 
@@ -95,7 +118,11 @@ class OccupancyNode(Node):
             "voxels": self.create_publisher(SemanticVoxelGrid, "~/output/voxels", out_qos),
             "cloud": self.create_publisher(PointCloud2, "~/output/cloud", out_qos),
         }
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, DIAGNOSTICS, 10)
+        # the clock jumping back (a looping bag under sim time) clears TF history, as tf2_ros does
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=True),
+            post_callback=self._on_time_jump)
         self.create_timer(self.params["diagnostics.period_s"], self._publish_diagnostics)
         self._last_marker_ns = 0
 
@@ -144,6 +171,9 @@ class OccupancyNode(Node):
             self._superseded += len(sets) - 1
             self._latest = sets[-1]
             self._cv.notify()
+
+    def _on_time_jump(self, jump: TimeJump) -> None:
+        self.pipeline.time_jumped(f"the ROS clock jumped by {jump.delta.nanoseconds / 1e9:.3f} s")
 
     def _log_problem_once(self, reason: str, detail: str) -> None:
         self.get_logger().warning(f"dropping input ({reason}): {detail} [further '{reason}' drops are only counted in /diagnostics]")
@@ -202,6 +232,9 @@ class OccupancyNode(Node):
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         changed = {p.name: p.value for p in params if p.name in PARAMETERS}
+        reason = check_types(changed)
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
         frozen = [n for n in changed if not n.startswith(RUNTIME_PREFIX)]
         if frozen:
             return SetParametersResult(successful=False, reason=f"{', '.join(frozen)} cannot change at runtime: restart the node")
@@ -226,13 +259,18 @@ class OccupancyNode(Node):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point (`fusionocc-node`, `ros2 run fusionocc_ros occupancy_node`)."""
-    rclpy.init(args=list(argv) if argv is not None else sys.argv)
+    args = list(argv) if argv is not None else sys.argv
     node = None
     try:
+        _check_params_files(args)  # before rcl, which would log its own lines about a broken file
+        try:
+            rclpy.init(args=args)
+        except Exception as exc:  # e.g. a params file rcl cannot parse: rcl's own message is one line
+            raise StartupError(_rcl_reason(exc, args)) from None
         node = OccupancyNode()
         rclpy.spin(node)
     except StartupError as exc:
-        print(f"{NODE_NAME}: cannot start: {exc}", file=sys.stderr)
+        print(f"{_node_name(args)}: cannot start: {exc}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -242,6 +280,50 @@ def main(argv: Sequence[str] | None = None) -> int:
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def _node_name(args: Sequence[str]) -> str:
+    """The node's name as remapped on the command line (`-r __node:=name`), else NODE_NAME."""
+    return _ros_arg(args, "__node") or _ros_arg(args, "__name") or NODE_NAME
+
+
+def _ros_arg(args: Sequence[str], key: str) -> str | None:
+    """The value of `-r <key>:=value` (or a bare `<key>:=value`) in the command line."""
+    for arg in args:
+        if arg.startswith(f"{key}:="):
+            return arg.split(":=", 1)[1]
+    return None
+
+
+def _check_params_files(args: Sequence[str]) -> None:
+    """Each --params-file exists and parses, and one of them has a section for this node."""
+    from fusionocc_ros.params import load_params_file
+
+    files = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--params-file"]
+    name, namespace = _node_name(args), _ros_arg(args, "__ns") or ""
+    problems = []
+    for path in files:
+        try:
+            load_params_file(path, name, namespace)
+            return
+        except ParameterError as exc:
+            if "has no section" not in str(exc):
+                raise StartupError(str(exc)) from None
+            problems.append(str(exc))
+    if problems:
+        raise StartupError(problems[0])
+
+
+def _rcl_reason(exc: Exception, args: Sequence[str]) -> str:
+    """One line for rclpy.init failing (rcl parses --params-file and -p/-r arguments there)."""
+    files = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--params-file"]
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        return f"parameters file {missing[0]} does not exist"
+    text = " ".join(str(exc).split())
+    if files and ("param" in text.lower() or "yaml" in text.lower()):
+        return f"parameters file {files[0]} cannot be parsed: {text[:300]}"
+    return f"bad ROS arguments: {text[:300]}"
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The node's parameters: names, types, descriptions, validation and the mapping to settings.
 
-Plain Python (no rclpy) so that `fusionocc-replay` reads the same YAML the node does and a test
-can check the launch file and config/occ_node.yaml against this table.
+Plain Python (no rclpy) so that `fusionocc-replay --params` reads the same YAML the node does,
+with the same checks and the same one-line reasons (`cannot start: <reason>`).
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import yaml
 
 from fusionocc_core.classes import CLASS_NAMES, FREE_LABEL
 from fusionocc_ros.pipeline import OUTPUTS, PipelineSettings
+from fusionocc_ros.topics import IMAGE_KINDS, NODE_NAME
 
-NODE_NAME = "fusionocc_occupancy"
 # name -> (type, description). All required: values come from the parameters YAML.
 PARAMETERS: dict[str, tuple[str, str]] = {
     "model.config": ("string", "model preset name (tiny, official) or a config YAML path"),
@@ -21,7 +21,8 @@ PARAMETERS: dict[str, tuple[str, str]] = {
     "model.device": ("string", "cpu, cuda or cuda:N"),
     "model.precision": ("string", "fp32, bf16 or fp16 (half precisions on CUDA only)"),
     "model.compile": ("bool", "torch.compile the model (CUDA only)"),
-    "image_transport": ("string", "compressed (sensor_msgs/CompressedImage) or raw (sensor_msgs/Image)"),
+    "input_image_type": ("string", "compressed (sensor_msgs/CompressedImage on <base>/compressed) or raw "
+                                   "(sensor_msgs/Image on <base>): image_transport's topic naming"),
     "input_qos": ("string", "sensor_data (best effort, depth 2) or reliable (depth 2)"),
     "frames.ego": ("string", "ego frame of the output grid (base_link)"),
     "frames.fixed": ("string", "fixed frame for ego-motion compensation (map); empty = none"),
@@ -29,6 +30,9 @@ PARAMETERS: dict[str, tuple[str, str]] = {
     "sync.window_after_s": ("double", "camera frames up to this long after the LiDAR stamp match it"),
     "sync.max_wait_s": ("double", "stream time to wait for a late camera before dropping the sweep"),
     "sync.camera_buffer_size": ("integer", "frames buffered per camera"),
+    "tf.max_wait_s": ("double", "stream time a synchronized set may wait for its TF (a localisation lag) "
+                                "before it is dropped as tf_timeout"),
+    "tf.cache_time_s": ("double", "how much TF history is kept (tf2's cache time)"),
     "history.spacing_s": ("double", "spacing of the previous key-frames (images and sweeps)"),
     "history.tolerance_s": ("double", "how far a history frame may be from its ideal time"),
     "outputs.enabled": ("string_array", "outputs to publish: markers, voxels, cloud"),
@@ -54,13 +58,15 @@ def validate(values: dict[str, Any]) -> str | None:
         "model.device": lambda v: v == "cpu" or v == "cuda" or (v.startswith("cuda:") and v[5:].isdigit()),
         "model.config": lambda v: bool(v),
         "model.checkpoint": lambda v: bool(v),
-        "image_transport": lambda v: v in ("compressed", "raw"),
+        "input_image_type": lambda v: v in IMAGE_KINDS,
         "input_qos": lambda v: v in ("sensor_data", "reliable"),
         "frames.ego": lambda v: bool(v),
         "sync.window_before_s": lambda v: 0.0 <= v <= 1.0,
         "sync.window_after_s": lambda v: 0.0 < v <= 1.0,
         "sync.max_wait_s": lambda v: 0.0 <= v <= 5.0,
         "sync.camera_buffer_size": lambda v: 1 <= v <= 1000,
+        "tf.max_wait_s": lambda v: 0.0 <= v <= 5.0,
+        "tf.cache_time_s": lambda v: 1.0 <= v <= 3600.0,
         "history.spacing_s": lambda v: 0.0 < v <= 5.0,
         "history.tolerance_s": lambda v: 0.0 <= v,
         "outputs.enabled": lambda v: set(v) <= set(OUTPUTS),
@@ -73,6 +79,8 @@ def validate(values: dict[str, Any]) -> str | None:
     for name, value in values.items():
         if value is None:
             return f"parameter '{name}' is not set (it has no default: set it in the parameters YAML)"
+        if name == "model.checkpoint" and not value:
+            return "no checkpoint: pass checkpoint:=/path/model.pth (launch) or -p model.checkpoint:=/path/model.pth"
         check = checks.get(name)
         if check is not None and not check(value):
             return f"parameter '{name}' has an invalid value {value!r} ({PARAMETERS[name][1]})"
@@ -83,6 +91,7 @@ def validate(values: dict[str, Any]) -> str | None:
 
 
 def pipeline_settings(p: dict[str, Any]) -> PipelineSettings:
+    """The pipeline's settings from a complete, valid parameter set."""
     return PipelineSettings(
         ego_frame=p["frames.ego"],
         fixed_frame=p["frames.fixed"],
@@ -90,6 +99,8 @@ def pipeline_settings(p: dict[str, Any]) -> PipelineSettings:
         sync_window_after_s=p["sync.window_after_s"],
         sync_max_wait_s=p["sync.max_wait_s"],
         camera_buffer_size=p["sync.camera_buffer_size"],
+        tf_wait_s=p["tf.max_wait_s"],
+        tf_cache_s=p["tf.cache_time_s"],
         history_spacing_s=p["history.spacing_s"],
         history_tolerance_s=p["history.tolerance_s"],
         outputs=tuple(p["outputs.enabled"]),
@@ -100,13 +111,91 @@ def pipeline_settings(p: dict[str, Any]) -> PipelineSettings:
     )
 
 
-def load_params_file(path: str | Path, node_name: str = NODE_NAME) -> dict[str, Any]:
-    """Flat {dotted name: value} of one node's ros__parameters in a ROS 2 parameters YAML."""
-    with open(path) as f:
-        doc = yaml.safe_load(f) or {}
-    section = doc.get(node_name) or doc.get(f"/{node_name}") or doc.get("/**")
-    if not isinstance(section, dict) or "ros__parameters" not in section:
-        raise ValueError(f"{path}: no '{node_name}: ros__parameters:' section")
+class ParameterError(ValueError):
+    """The parameters cannot be used; str() is the one-line reason (`cannot start: <reason>`)."""
+
+
+_PY_TYPES: dict[str, type] = {"string": str, "double": float, "integer": int, "bool": bool}
+_WANT = {"string": "a string", "double": "a double", "integer": "an integer", "bool": "a bool",
+         "string_array": "a list of strings"}
+_GOT = {str: "a string", float: "a double", int: "an integer", bool: "a bool", list: "a list", dict: "a mapping"}
+
+
+def type_problem(name: str, value: Any) -> str | None:
+    """Why `value` does not have parameter `name`'s declared type (rclpy refuses it too), or None."""
+    ptype = PARAMETERS[name][0]
+    if value is None:
+        return None  # "not set" is resolve()'s reason
+    if ptype == "string_array":
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+    else:
+        ok = type(value) is _PY_TYPES[ptype]
+    if ok:
+        return None
+    hint = f" (write {float(value)!r})" if ptype == "double" and type(value) is int else ""
+    return f"parameter '{name}' must be {_WANT[ptype]}, got {_GOT.get(type(value), type(value).__name__)} {value!r}{hint}"
+
+
+def check_types(values: dict[str, Any]) -> str | None:
+    """The first unknown parameter or wrongly typed value in `values`, or None."""
+    for name, value in values.items():
+        if name not in PARAMETERS:
+            return f"unknown parameter '{name}' (a typo? see config/occ_node.yaml for the names)"
+        problem = type_problem(name, value)
+        if problem:
+            return problem
+    return None
+
+
+def _matches(pattern: list[str], name: list[str]) -> bool:
+    """rcl's node-name wildcards: `*` is one token, `**` any number of tokens."""
+    if not pattern:
+        return not name
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(_matches(rest, name[i:]) for i in range(len(name) + 1))
+    return bool(name) and (head == "*" or head == name[0]) and _matches(rest, name[1:])
+
+
+def node_section(doc: dict, node_name: str = NODE_NAME, namespace: str = "") -> dict | None:
+    """The ros__parameters a node `node_name` in `namespace` takes from a parsed params YAML (as rcl:
+    keys are fully qualified names, a leading '/' implied, with wildcards; matches merge in order)."""
+    full = [t for t in namespace.split("/") if t] + [node_name]
+    merged: dict | None = None
+    for key, section in doc.items():
+        if not _matches([t for t in str(key).split("/") if t], full):
+            continue
+        if not isinstance(section, dict) or not isinstance(section.get("ros__parameters"), dict):
+            raise ParameterError(f"section '{key}' has no 'ros__parameters:' mapping")
+        merged = {**(merged or {}), **section["ros__parameters"]}
+    return merged
+
+
+def load_params_file(path: str | Path, node_name: str = NODE_NAME, namespace: str = "") -> dict[str, Any]:
+    """Flat {dotted name: value} that node `node_name` in `namespace` gets from a ROS 2 parameters
+    YAML (`/**:` matches any node). Raises ParameterError with a one-line reason."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ParameterError(f"parameters file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParameterError(f"cannot read parameters file {path} ({type(exc).__name__})") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ParameterError(f"parameters file {path} is not valid YAML{where}") from None
+    if not isinstance(doc, dict):
+        raise ParameterError(f"parameters file {path} is not a mapping of node names to 'ros__parameters'")
+    try:
+        section = node_section(doc, node_name, namespace)
+    except ParameterError as exc:
+        raise ParameterError(f"parameters file {path}: {exc}") from None
+    if section is None:
+        raise ParameterError(f"parameters file {path} has no section for node '{node_name}' "
+                             "(key it '/**:' to match any node name and namespace)")
     flat: dict[str, Any] = {}
 
     def walk(prefix: str, value: Any) -> None:
@@ -116,25 +205,20 @@ def load_params_file(path: str | Path, node_name: str = NODE_NAME) -> dict[str, 
         else:
             flat[prefix] = value
 
-    walk("", section["ros__parameters"])
+    walk("", section)
+    flat.pop("use_sim_time", None)  # rclpy's own parameter
     return flat
 
 
-def default_remappings(cameras: tuple[str, ...]) -> list[tuple[str, str]]:
-    """The node's input remappings to the converter's topics, as launch/occ.launch.py sets them."""
-    pairs = [("~/input/lidar", "/lidar_top")]
-    for cam in (c.lower() for c in cameras):
-        pairs.append((f"~/input/{cam}/image", f"/{cam}/image_rect_compressed"))
-        pairs.append((f"~/input/{cam}/camera_info", f"/{cam}/camera_info"))
-    return pairs
-
-
-def ros_args(params_file: str | Path, overrides: dict[str, Any], cameras: tuple[str, ...]) -> list[str]:
-    """`--ros-args` for starting the node from a shell the way the launch file starts it."""
-    args = ["--ros-args", "--params-file", str(params_file)]
-    for name, value in overrides.items():
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        args += ["-p", f"{name}:={text}"]
-    for src, dst in default_remappings(cameras):
-        args += ["-r", f"{src}:={dst}"]
-    return args
+def resolve(values: dict[str, Any]) -> dict[str, Any]:
+    """Check a complete parameter set (names, types, presence, values); returns it or raises ParameterError."""
+    problem = check_types(values)
+    if problem:
+        raise ParameterError(problem)
+    missing = [n for n in PARAMETERS if values.get(n) is None]
+    if missing:
+        raise ParameterError(f"parameter '{missing[0]}' is not set (it has no default: set it in the parameters YAML)")
+    problem = validate(values)
+    if problem:
+        raise ParameterError(problem)
+    return values

@@ -49,8 +49,7 @@ class PipelineSettings:
     marker_lifetime_s: float = 1.0
     marker_alpha: float = 1.0
     publish_confidence: bool = True
-    tf_wait_s: float = 1.0  # stream time a set may wait for its TF / calibration
-    max_held: int = 4  # sets waiting for TF at most
+    tf_wait_s: float = 0.5  # stream time a set may wait for its TF / calibration (a localisation lag)
 
 
 @dataclass
@@ -129,11 +128,16 @@ class OccupancyPipeline:
 
     def add_tf(self, msg: Any, static: bool = False) -> list[SyncedSet]:
         """A tf2_msgs/TFMessage from /tf or /tf_static; may release the set held at start-up."""
-        try:
-            self.tf.add_tf_message(msg, static=static)
-        except (ConversionError, ValueError) as exc:
-            self._problem("bad_tf", str(exc))
+        for kind, reason in self.tf.add_tf_message(msg, static=static):
+            self._problem(f"tf_{kind}", reason)  # tf2's reasons: old_data, repeated_data, ...
         return self._release_held()
+
+    def time_jumped(self, detail: str) -> None:
+        """The clock jumped back (the node's clock jump callback): clear TF histories as tf2_ros does,
+        and forget the sets held on the old timeline."""
+        self.tf.clear_dynamic()
+        self._held.clear()
+        self._problem("tf_time_jump", f"{detail}: TF history cleared")
 
     def add_camera_info(self, camera: str, msg: Any) -> list[SyncedSet]:
         """A CameraInfo; may release the set held at start-up."""
@@ -159,6 +163,9 @@ class OccupancyPipeline:
         except ConversionError as exc:
             self._problem("bad_cloud", str(exc))
             return []
+        if self.tf.observe_time(stamp):  # replay has no clock: the sensor stamps jumped back
+            self._held.clear()
+            self._problem("tf_time_jump", f"LiDAR stamps jumped back to {stamp / 1e9:.3f} s: TF history cleared")
         sets = self.sync.add_lidar(stamp, msg)
         self.assembler.observe_lidar(stamp, msg)
         return self._observe(sets)
@@ -174,7 +181,8 @@ class OccupancyPipeline:
         gate, or /tf arriving after the images it belongs to) is held and released by the
         CameraInfo/TF message that completes it, so arrival order across topics never decides
         whether a frame is inferred. Sets held longer than `tf_wait_s` of stream time are dropped
-        (`tf_timeout`); at most `max_held` are held (the oldest is dropped, `hold_overflow`)."""
+        (`tf_timeout`): the wait is bounded in seconds, so a /tf that lags the sensors by less than
+        `tf_wait_s` loses no set, whatever the sensor rate."""
         for s in sets:  # every set is history, even those the worker skips (latest wins)
             self.assembler.observe_set(s)
             self.frames_in += 1
@@ -195,9 +203,6 @@ class OccupancyPipeline:
                                                                  f"'{self.settings.ego_frame}' at its camera stamps"]))
             else:
                 keep.append(s)
-        while len(keep) > self.settings.max_held:
-            dropped = keep.pop(0)
-            self._problem("hold_overflow", f"set at {dropped.lidar_stamp_ns / 1e9:.3f} s still waiting for TF")
         self._held = keep
         return ready
 

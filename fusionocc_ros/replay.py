@@ -20,17 +20,11 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-DEFAULT_PARAMS = Path(__file__).resolve().parent.parent / "config" / "occ_node.yaml"
-GT_TOPIC = "/occupancy/gt"
+from fusionocc_ros import topics
+from fusionocc_ros.topics import GROUND_TRUTH as GT_TOPIC
+from fusionocc_ros.topics import output_topics
 
-
-def output_topics(node_name: str) -> dict[str, tuple[str, str]]:
-    """Output name -> (topic, message type) as the live node publishes them."""
-    return {
-        "markers": (f"/{node_name}/output/markers", "visualization_msgs/msg/MarkerArray"),
-        "voxels": (f"/{node_name}/output/voxels", "fusionocc_msgs/msg/SemanticVoxelGrid"),
-        "cloud": (f"/{node_name}/output/cloud", "sensor_msgs/msg/PointCloud2"),
-    }
+__all__ = ["build_parser", "main", "output_topics"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,35 +33,80 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_bag", type=Path, help="output rosbag2 directory to create (must not exist)")
     p.add_argument("--checkpoint", required=True, help="model checkpoint (ours, or the official .pth)")
     p.add_argument("--config", default=None, help="model preset or YAML (default: model.config of --params)")
-    p.add_argument("--params", type=Path, default=DEFAULT_PARAMS,
-                   help="node parameters YAML giving topics, sync, history and output settings (default: %(default)s)")
+    p.add_argument("--params", type=Path, default=None,
+                   help="node parameters YAML giving sync, TF, history and output settings, as the node reads it "
+                        "(default: the installed config/occ_node.yaml)")
+    p.add_argument("--node-name", default=topics.NODE_NAME,
+                   help="node name whose section of --params applies and whose output topics are written "
+                        "(default: %(default)s)")
+    p.add_argument("--namespace", default="", help="namespace of the node's output topics (default: none)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="inference precision")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage of OUT_BAG")
-    p.add_argument("--camera-topic", default="/{cam}/image_rect_compressed",
-                   help="image topic pattern in IN_BAG; {cam} = lower-case camera name (default: %(default)s)")
-    p.add_argument("--info-topic", default="/{cam}/camera_info", help="CameraInfo topic pattern (default: %(default)s)")
-    p.add_argument("--lidar-topic", default="/lidar_top", help="PointCloud2 topic in IN_BAG (default: %(default)s)")
+    p.add_argument("--camera-topic", default=None,
+                   help="image topic pattern in IN_BAG; {cam} = lower-case camera name (default: "
+                        f"{topics.image_topic('{CAM}')}, or {topics.image_topic('{CAM}', 'raw')} with "
+                        "input_image_type: raw in --params)")
+    p.add_argument("--info-topic", default=topics.camera_info_topic("{CAM}"), help="CameraInfo topic pattern (default: %(default)s)")
+    p.add_argument("--lidar-topic", default=topics.LIDAR, help="PointCloud2 topic in IN_BAG (default: %(default)s)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from fusionocc_ros.params import ParameterError
+
     try:
-        return _run(args)
+        params = _params(args)
+    except ParameterError as exc:
+        print(f"fusionocc-replay: cannot start: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return _run(args, params)
     except (FileNotFoundError, ValueError, RuntimeError, KeyError) as exc:
         print(f"fusionocc-replay: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
 
 
-def _run(args: argparse.Namespace) -> int:
+def _params(args: argparse.Namespace) -> dict:
+    """The node's parameters from --params with the command line's model options on top, checked
+    as the node checks them (ParameterError: one line)."""
+    from fusionocc_ros.params import ParameterError, load_params_file, resolve
+    from fusionocc_ros.resources import params_file
+
+    path = args.params
+    if path is None:
+        try:
+            path = params_file()
+        except FileNotFoundError as exc:
+            raise ParameterError(str(exc)) from None
+    params = load_params_file(path, args.node_name, args.namespace)
+    params.update({"model.checkpoint": args.checkpoint, "model.device": args.device, "model.precision": args.precision})
+    if args.config:
+        params["model.config"] = args.config
+    try:
+        resolve(params)
+    except ParameterError as exc:
+        raise ParameterError(f"{path}: {exc}") from None
+    try:
+        from fusionocc_core.config import load_config
+
+        load_config(params["model.config"])
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        raise ParameterError(f"model.config: {str(exc).splitlines()[0]}") from None
+    if not Path(args.checkpoint).is_file():
+        raise ParameterError(f"checkpoint {args.checkpoint} does not exist")
+    return params
+
+
+def _run(args: argparse.Namespace, params: dict) -> int:
     from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
     from fusionocc_core.config import load_config
     from fusionocc_core.predictor import Predictor
     from fusionocc_core.tools.score import GroundTruth, format_table, score_pairs
     from fusionocc_ros.conversions import header_stamp_ns, voxel_grid_to_labels
-    from fusionocc_ros.params import NODE_NAME, load_params_file, pipeline_settings, validate
+    from fusionocc_ros.params import pipeline_settings
     from fusionocc_ros.pipeline import OccupancyPipeline
     from rosbag_tools.qos import offered_qos
     from rosbag_tools.typestore import get_store
@@ -76,23 +115,17 @@ def _run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"input bag not found: {args.in_bag}")
     if args.out_bag.exists():
         raise ValueError(f"output path exists: {args.out_bag}")
-    params = load_params_file(args.params)
-    params.update({"model.checkpoint": args.checkpoint, "model.device": args.device, "model.precision": args.precision})
-    if args.config:
-        params["model.config"] = args.config
-    problem = validate(params)
-    if problem:
-        raise ValueError(f"{args.params}: {problem}")
     cfg = load_config(params["model.config"])
     predictor = Predictor(cfg, checkpoint=args.checkpoint, device=args.device, precision=args.precision)
     problems: list[str] = []
     pipeline = OccupancyPipeline(cfg, predictor, pipeline_settings(params),
                                  on_problem=lambda reason, detail: problems.append(f"{reason}: {detail}"))
 
-    cams = {args.camera_topic.format(cam=c.lower()): c for c in cfg.data.cameras}
+    camera_topic = args.camera_topic or topics.image_topic("{CAM}", params["input_image_type"])
+    cams = {camera_topic.format(cam=c.lower()): c for c in cfg.data.cameras}
     infos = {args.info_topic.format(cam=c.lower()): c for c in cfg.data.cameras}
     store = get_store()
-    topics = output_topics(NODE_NAME)
+    out_topics = output_topics(args.namespace, args.node_name)
     tmp = args.out_bag.with_name(f".{args.out_bag.name}.partial-{os.getpid()}")
     gt_by_stamp: dict[int, np.ndarray] = {}
     results = []
@@ -101,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
         writer = Writer(tmp, version=8, storage_plugin=StoragePlugin.MCAP if args.storage == "mcap" else StoragePlugin.SQLITE3)
         writer.open()
         conns = {name: writer.add_connection(topic, msgtype, typestore=store, offered_qos_profiles=offered_qos(topic))
-                 for name, (topic, msgtype) in topics.items() if name in pipeline.settings.outputs}
+                 for name, (topic, msgtype) in out_topics.items() if name in pipeline.settings.outputs}
 
         def infer_all(sets: list) -> None:
             for synced in sets:
@@ -114,7 +147,7 @@ def _run(args: argparse.Namespace) -> int:
 
         with Reader(args.in_bag) as reader:
             wanted = [c for c in reader.connections
-                      if c.topic in cams or c.topic in infos or c.topic in (args.lidar_topic, "/tf", "/tf_static", GT_TOPIC)]
+                      if c.topic in cams or c.topic in infos or c.topic in (args.lidar_topic, topics.TF, topics.TF_STATIC, GT_TOPIC)]
             if not any(c.topic == args.lidar_topic for c in wanted):
                 raise ValueError(f"{args.in_bag}: no {args.lidar_topic} topic")
             total = sum(c.msgcount for c in wanted)
@@ -127,8 +160,8 @@ def _run(args: argparse.Namespace) -> int:
                     infer_all(pipeline.add_camera(cams[topic], msg))
                 elif topic in infos:
                     infer_all(pipeline.add_camera_info(infos[topic], msg))
-                elif topic in ("/tf", "/tf_static"):
-                    infer_all(pipeline.add_tf(msg, static=topic == "/tf_static"))
+                elif topic in (topics.TF, topics.TF_STATIC):
+                    infer_all(pipeline.add_tf(msg, static=topic == topics.TF_STATIC))
                 elif topic == GT_TOPIC:
                     gt_by_stamp[header_stamp_ns(msg)] = voxel_grid_to_labels(msg)[0].copy()
             infer_all(pipeline.flush())

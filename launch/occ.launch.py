@@ -1,45 +1,51 @@
-"""Launch the FusionOcc occupancy node, remapped to the topics fusionocc-convert/fusionocc-play use.
+"""Launch the FusionOcc occupancy node (and optionally rviz2) on the topics fusionocc-convert writes.
 
-    ros2 launch fusionocc_ros occ.launch.py checkpoint:=/path/model.pt device:=cuda use_sim_time:=true
+    ros2 launch fusionocc_ros occ.launch.py checkpoint:=/path/model.pth device:=cuda
+    ros2 launch fusionocc_ros occ.launch.py checkpoint:=/path/model.pth namespace:=robot1 \\
+        node_name:=occ_front use_sim_time:=true rviz:=true lidar_topic:=/sensing/lidar/top/points
+
+`ros2 launch fusionocc_ros occ.launch.py --show-args` lists every argument. They are defined,
+with their defaults, in fusionocc_ros/launch_args.py (one table shared with the tools and tests
+that start the node without launch); the topic defaults come from fusionocc_ros/topics.py.
+Empty parameter arguments (checkpoint, model_config, device, precision) keep params_file's values.
 """
-import os
+import tempfile
 
-from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-# Model order; topic prefixes are the lower-case names (DESIGN.md §3).
-CAMERAS = ("cam_front_left", "cam_front", "cam_front_right", "cam_back_left", "cam_back", "cam_back_right")
+from fusionocc_ros.launch_args import LAUNCH_ARGUMENTS, node_launch, rviz_config_for
+from fusionocc_ros.resources import rviz_config
+from fusionocc_ros.topics import EXECUTABLE, PACKAGE
+
+
+def _nodes(context, *args, **kwargs):
+    """Resolve the arguments, then start the node (and rviz2) the way launch_args.node_launch says."""
+    values = {a.name: LaunchConfiguration(a.name).perform(context) for a in LAUNCH_ARGUMENTS}
+    node = node_launch(values)
+    actions = [
+        Node(
+            package=PACKAGE,
+            executable=EXECUTABLE,
+            name=node.name,
+            namespace=node.namespace,
+            output="screen",
+            parameters=[node.params_file, node.overrides],
+            remappings=node.remappings,
+        )
+    ]
+    if node.rviz:
+        with tempfile.NamedTemporaryFile("w", suffix=".rviz", prefix="fusionocc_", delete=False) as f:
+            f.write(rviz_config_for(node, rviz_config()))
+        actions.append(Node(package="rviz2", executable="rviz2", arguments=["-d", f.name], output="screen",
+                            parameters=[{"use_sim_time": node.overrides["use_sim_time"]}]))
+    return actions
 
 
 def generate_launch_description() -> LaunchDescription:
-    default_params = os.path.join(get_package_share_directory("fusionocc_ros"), "config", "occ_node.yaml")
-    remappings = [("~/input/lidar", "/lidar_top")]
-    for cam in CAMERAS:
-        remappings.append((f"~/input/{cam}/image", f"/{cam}/image_rect_compressed"))
-        remappings.append((f"~/input/{cam}/camera_info", f"/{cam}/camera_info"))
-    return LaunchDescription([
-        DeclareLaunchArgument("params_file", default_value=default_params,
-                              description="Node parameters YAML (see config/occ_node.yaml)"),
-        DeclareLaunchArgument("use_sim_time", default_value="false",
-                              description="Use /clock (true when replaying a bag with --clock)"),
-        DeclareLaunchArgument("device", default_value="cpu", description="cpu, cuda or cuda:N"),
-        DeclareLaunchArgument("checkpoint", description="Model checkpoint (ours, or the official .pth)"),
-        Node(
-            package="fusionocc_ros",
-            executable="occupancy_node",
-            name="fusionocc_occupancy",
-            output="screen",
-            parameters=[
-                LaunchConfiguration("params_file"),
-                {
-                    "use_sim_time": LaunchConfiguration("use_sim_time"),
-                    "model.device": LaunchConfiguration("device"),
-                    "model.checkpoint": LaunchConfiguration("checkpoint"),
-                },
-            ],
-            remappings=remappings,
-        ),
-    ])
+    return LaunchDescription(
+        [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description) for a in LAUNCH_ARGUMENTS]
+        + [OpaqueFunction(function=_nodes)]
+    )

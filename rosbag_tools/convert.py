@@ -26,6 +26,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 
 from fusionocc_core.classes import CAMERA_NAMES, LIDAR_NAME
+from fusionocc_ros import topics
 from rosbag_tools import messages as m
 from rosbag_tools.plan import PlanError, ScenePlan, load_nuscenes, plan_scene, select_scenes
 from rosbag_tools.qos import offered_qos
@@ -33,10 +34,10 @@ from rosbag_tools.typestore import VOXEL_GRID_TYPE, get_store
 
 PROG = "fusionocc-convert"
 METADATA_VERSION = 8  # Humble reads v8 (QoS as a YAML string of ints); Jazzy reads v8 and v9
-TOPIC_TF = "/tf"
-TOPIC_TF_STATIC = "/tf_static"
-TOPIC_LIDAR = "/lidar_top"
-TOPIC_GT = "/occupancy/gt"
+TOPIC_TF = topics.TF  # every topic name comes from the one topic table (fusionocc_ros.topics)
+TOPIC_TF_STATIC = topics.TF_STATIC
+TOPIC_LIDAR = topics.LIDAR
+TOPIC_GT = topics.GROUND_TRUTH
 Progress = Callable[[int, int], None]  # (messages written, bytes of payload) since the last call
 
 
@@ -82,13 +83,13 @@ class ConvertError(Exception):
 
 
 def image_topic(channel: str) -> str:
-    """CompressedImage topic of a camera channel, e.g. /cam_front/image_rect_compressed."""
-    return f"/{channel.lower()}/image_rect_compressed"
+    """CompressedImage topic of a camera channel, e.g. /cam_front/image_rect/compressed (image_transport)."""
+    return topics.image_topic(channel)
 
 
 def info_topic(channel: str) -> str:
     """CameraInfo topic of a camera channel, e.g. /cam_front/camera_info."""
-    return f"/{channel.lower()}/camera_info"
+    return topics.camera_info_topic(channel)
 
 
 def bag_topics(plan: ScenePlan) -> dict[str, str]:

@@ -5,8 +5,6 @@ copy), and `tf2_msgs/msg/TFMessage` from its one-line definition if the store la
 """
 from __future__ import annotations
 
-import os
-import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,21 +14,13 @@ from rosbags.typesys.store import Typestore
 VOXEL_GRID_TYPE = "fusionocc_msgs/msg/SemanticVoxelGrid"
 TF_MESSAGE_TYPE = "tf2_msgs/msg/TFMessage"
 TF_MESSAGE_MSG = "geometry_msgs/TransformStamped[] transforms\n"
-_MSG_RELPATH = Path("fusionocc_msgs") / "msg" / "SemanticVoxelGrid.msg"
 
 
 def voxel_grid_msg_path() -> Path:
-    """Find SemanticVoxelGrid.msg: the source tree first, then <prefix>/share of installs."""
-    candidates = [Path(__file__).resolve().parent.parent / _MSG_RELPATH]
-    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    prefixes.append(sys.prefix)
-    candidates += [Path(p) / "share" / _MSG_RELPATH for p in prefixes]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"SemanticVoxelGrid.msg not found (looked in {', '.join(str(c) for c in candidates)})"
-    )
+    """Find SemanticVoxelGrid.msg: package data of a wheel, the source tree, or the ament share."""
+    from fusionocc_ros.resources import voxel_grid_msg
+
+    return voxel_grid_msg()
 
 
 @lru_cache(maxsize=1)

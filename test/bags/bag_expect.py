@@ -33,7 +33,7 @@ def expected_counts(nusc: Any, data_root: Path, scene_name: str, sweeps: bool) -
     counts = {"/tf_static": 1, "/tf": len({sd["timestamp"] for sd in records})}
     for cam in CAMERA_NAMES:
         n = sum(sd["channel"] == cam for sd in records)
-        counts[f"/{cam.lower()}/image_rect_compressed"] = n
+        counts[f"/{cam.lower()}/image_rect/compressed"] = n
         counts[f"/{cam.lower()}/camera_info"] = n
     counts["/lidar_top"] = sum(sd["channel"] == LIDAR_NAME for sd in records)
     if (data_root / "gts" / scene_name).is_dir():
@@ -46,7 +46,7 @@ EXPECTED_TYPES = {
     "/tf": "tf2_msgs/msg/TFMessage",
     "/lidar_top": "sensor_msgs/msg/PointCloud2",
     "/occupancy/gt": "fusionocc_msgs/msg/SemanticVoxelGrid",
-    **{f"/{c.lower()}/image_rect_compressed": "sensor_msgs/msg/CompressedImage" for c in CAMERA_NAMES},
+    **{f"/{c.lower()}/image_rect/compressed": "sensor_msgs/msg/CompressedImage" for c in CAMERA_NAMES},
     **{f"/{c.lower()}/camera_info": "sensor_msgs/msg/CameraInfo" for c in CAMERA_NAMES},
 }
 

@@ -55,7 +55,7 @@ def test_payloads_byte_identical_to_source_files(first_bag, nusc, data_root: Pat
     name, _, _, msgs = first_bag
     by_key = {(sd["channel"].lower(), sd["timestamp"] * 1000): sd for sd in E.scene_sample_data(nusc, name, False)}
     checked = 0
-    for topic, frame_kind in [(f"/{c.lower()}/image_rect_compressed", c.lower()) for c in E.CAMERA_NAMES] + [
+    for topic, frame_kind in [(f"/{c.lower()}/image_rect/compressed", c.lower()) for c in E.CAMERA_NAMES] + [
         ("/lidar_top", "lidar_top")
     ]:
         for ts, msg in msgs[topic]:
@@ -72,7 +72,7 @@ def test_payloads_byte_identical_to_source_files(first_bag, nusc, data_root: Pat
         ]
         assert (cloud.point_step, cloud.height, cloud.is_bigendian) == (20, 1, False)
         assert cloud.width * 20 == cloud.row_step == len(cloud.data)
-    for _, img in msgs["/cam_front/image_rect_compressed"]:
+    for _, img in msgs["/cam_front/image_rect/compressed"]:
         assert img.format == "jpeg"
 
 
@@ -80,7 +80,7 @@ def test_camera_info_matches_calibration_and_image(first_bag, nusc) -> None:
     name, _, _, msgs = first_bag
     for cam in E.CAMERA_NAMES:
         topic = f"/{cam.lower()}"
-        infos, images = msgs[f"{topic}/camera_info"], msgs[f"{topic}/image_rect_compressed"]
+        infos, images = msgs[f"{topic}/camera_info"], msgs[f"{topic}/image_rect/compressed"]
         assert [t for t, _ in infos] == [t for t, _ in images]
         for (ts, info), (_, img) in zip(infos, images):
             sd = next(s for s in E.scene_sample_data(nusc, name, False) if s["channel"] == cam and s["timestamp"] * 1000 == ts)
@@ -198,7 +198,7 @@ def test_mcap_ros2_reader_decodes_every_message(first_bag, data_root: Path, nusc
         for schema, channel, message, decoded in reader.iter_decoded_messages():
             counts[channel.topic] = counts.get(channel.topic, 0) + 1
             assert schema.name == E.EXPECTED_TYPES[channel.topic]
-            if channel.topic == "/cam_back/image_rect_compressed":
+            if channel.topic == "/cam_back/image_rect/compressed":
                 sd = next(s for s in E.scene_sample_data(nusc, name, False)
                           if s["channel"] == "CAM_BACK" and s["timestamp"] * 1000 == message.log_time)
                 assert bytes(decoded.data) == (data_root / sd["filename"]).read_bytes()

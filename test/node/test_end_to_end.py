@@ -1,5 +1,7 @@
 """End to end over real DDS: fusionocc-play of a converted scene -> the node -> fusionocc-record,
-compared with fusionocc-replay of the same bag (same pipeline, no DDS)."""
+compared with fusionocc-replay of the same bag (same pipeline, no DDS). The node is started the way
+`ros2 launch fusionocc_ros occ.launch.py namespace:=robot1 node_name:=occ_front` starts it (the
+launch file's own argument handling, `launch_args.node_launch`), so its outputs are namespaced."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,19 +11,21 @@ import pytest
 from bag_read import messages, stamp, voxel_labels
 
 from fusionocc_core.classes import CLASS_NAMES, FREE_LABEL
-from fusionocc_ros import replay
+from fusionocc_ros import replay, topics
 from fusionocc_ros.live_run import run_live
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
+NAMESPACE, NODE = "robot1", "occ_front"
 
 
 def test_live_node_publishes_every_key_frame_like_replay(scene_bag: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
-    lidar_stamps = sorted(stamp(m) for _, m in messages(scene_bag, "/lidar_top"))
+    lidar_stamps = sorted(stamp(m) for _, m in messages(scene_bag, topics.LIDAR))
     assert len(lidar_stamps) == 4
 
     offline = tmp_path / "replay"
-    assert replay.main([str(scene_bag), str(offline), "--checkpoint", str(tiny_checkpoint)]) == 0
+    assert replay.main([str(scene_bag), str(offline), "--checkpoint", str(tiny_checkpoint),
+                        "--namespace", NAMESPACE, "--node-name", NODE]) == 0
     expected = voxel_labels(offline)
     assert sorted(expected) == lidar_stamps
 
@@ -29,10 +33,13 @@ def test_live_node_publishes_every_key_frame_like_replay(scene_bag: Path, tiny_c
     # 12.5 s of wall time between key-frames: a tiny-preset inference on 2 cores fits in it
     result = run_live(scene_bag, live, tiny_checkpoint, REPO / "config" / "occ_node.yaml",
                       expected_frames=len(lidar_stamps), overrides={"model.config": "tiny"}, rate=0.04,
-                      timeout_s=400, log_dir=tmp_path)
+                      timeout_s=400, log_dir=tmp_path, launch_args={"namespace": NAMESPACE, "node_name": NODE})
     assert result.node_returncode == 0, result.node_log[-2000:]
     assert "Traceback" not in result.node_log, result.node_log[-3000:]
 
+    for bag in (live, offline):  # both publish under the namespace and the node's new name
+        assert {t for t, _ in messages(bag, "/output/voxels")} == {f"/{NAMESPACE}/{NODE}/output/voxels"}
+        assert {t for t, _ in messages(bag, "/output/markers")} == {f"/{NAMESPACE}/{NODE}/output/markers"}
     got = voxel_labels(live)
     assert sorted(got) == lidar_stamps, f"live frames {sorted(got)} != key-frames {lidar_stamps}\n{result.node_log[-2000:]}"
     for t in lidar_stamps:

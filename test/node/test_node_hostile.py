@@ -19,12 +19,14 @@ from hypothesis import strategies as st
 from rosbags.rosbag2 import Reader
 
 from fusionocc_core.classes import CAMERA_NAMES
-from fusionocc_ros.params import ros_args
+from fusionocc_ros import topics
+from fusionocc_ros.launch_args import node_launch
 from rosbag_tools.typestore import get_store
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 NS = 1_000_000_000
+BACK_IMAGE = topics.image_topic("CAM_BACK")
 
 
 class Graph:
@@ -40,25 +42,25 @@ class Graph:
 
         self.log_path = log
         self._log = open(log, "w")
-        args = ros_args(REPO / "config" / "occ_node.yaml",
-                        {"model.checkpoint": str(checkpoint), "model.config": "tiny", "input_qos": "reliable",
-                         "diagnostics.period_s": 0.5}, CAMERA_NAMES)
+        launch = node_launch({"params_file": str(REPO / "config" / "occ_node.yaml"), "checkpoint": str(checkpoint),
+                              "model_config": "tiny"})
+        args = launch.ros_args() + ["-p", "input_qos:=reliable", "-p", "diagnostics.period_s:=0.5"]
         self.proc = subprocess.Popen([str(Path(sys.executable).parent / "fusionocc-node"), *args],
                                      stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         rclpy.init()
         self.node = rclpy.create_node("hostile_talker")
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.pubs: dict[str, Any] = {"/lidar_top": self.node.create_publisher(PointCloud2, "/lidar_top", reliable),
-                                     "/tf": self.node.create_publisher(TFMessage, "/tf", reliable),
-                                     "/tf_static": self.node.create_publisher(TFMessage, "/tf_static", latched)}
-        for cam in (c.lower() for c in CAMERA_NAMES):
-            self.pubs[f"/{cam}/image_rect_compressed"] = self.node.create_publisher(CompressedImage, f"/{cam}/image_rect_compressed", reliable)
-            self.pubs[f"/{cam}/camera_info"] = self.node.create_publisher(CameraInfo, f"/{cam}/camera_info", reliable)
+        self.pubs: dict[str, Any] = {topics.LIDAR: self.node.create_publisher(PointCloud2, topics.LIDAR, reliable),
+                                     topics.TF: self.node.create_publisher(TFMessage, topics.TF, reliable),
+                                     topics.TF_STATIC: self.node.create_publisher(TFMessage, topics.TF_STATIC, latched)}
+        for cam in CAMERA_NAMES:
+            self.pubs[topics.image_topic(cam)] = self.node.create_publisher(CompressedImage, topics.image_topic(cam), reliable)
+            self.pubs[topics.camera_info_topic(cam)] = self.node.create_publisher(CameraInfo, topics.camera_info_topic(cam), reliable)
         self.voxel_stamps: list[int] = []
         self.diagnostics: list[Any] = []
         out = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.node.create_subscription(SemanticVoxelGrid, "/fusionocc_occupancy/output/voxels",
+        self.node.create_subscription(SemanticVoxelGrid, topics.output_topic("voxels"),
                                       lambda m: self.voxel_stamps.append(stamp(m)), out)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
         with Reader(bag) as reader:  # good messages, raw CDR, in bag order
@@ -120,7 +122,7 @@ def graph(scene_bag: Path, tiny_checkpoint: Path, tmp_path_factory: pytest.TempP
 
 
 def _keyframe_stamps(g: Graph) -> list[int]:
-    return sorted(t for topic, t, _ in g.bag if topic == "/lidar_top")
+    return sorted(t for topic, t, _ in g.bag if topic == topics.LIDAR)
 
 
 # --- hostile message strategies ------------------------------------------------------------------
@@ -197,9 +199,9 @@ def test_node_survives_hostile_input_and_keeps_publishing(graph: Graph) -> None:
     graph.publish_bag(0, stamps[1])
     assert graph.wait_for_output(stamps[0]), "no output for the first good key-frame:\n" + graph.log_path.read_text()[-3000:]
 
-    jpeg = next(raw for topic, _, raw in graph.bag if topic.endswith("image_rect_compressed"))
+    jpeg = next(raw for topic, _, raw in graph.bag if topic == topics.image_topic("CAM_FRONT"))
     jpeg_bytes = bytes(get_store().deserialize_cdr(jpeg, "sensor_msgs/msg/CompressedImage").data)
-    cams = [c.lower() for c in CAMERA_NAMES]
+    cams = list(CAMERA_NAMES)
 
     # 2) hostile messages on every input (hypothesis drives what and where)
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -208,11 +210,11 @@ def test_node_survives_hostile_input_and_keeps_publishing(graph: Graph) -> None:
         kind = data.draw(st.sampled_from(["cloud", "image", "info"]))
         cam = data.draw(st.sampled_from(cams))
         if kind == "cloud":
-            graph.pubs["/lidar_top"].publish(data.draw(hostile_cloud(base_s)))
+            graph.pubs[topics.LIDAR].publish(data.draw(hostile_cloud(base_s)))
         elif kind == "image":
-            graph.pubs[f"/{cam}/image_rect_compressed"].publish(data.draw(hostile_image(base_s, jpeg_bytes)))
+            graph.pubs[topics.image_topic(cam)].publish(data.draw(hostile_image(base_s, jpeg_bytes)))
         else:
-            graph.pubs[f"/{cam}/camera_info"].publish(data.draw(hostile_info(base_s)))
+            graph.pubs[topics.camera_info_topic(cam)].publish(data.draw(hostile_info(base_s)))
         graph.spin(0.02)
 
     send_hostile()
@@ -233,12 +235,12 @@ def test_node_survives_hostile_input_and_keeps_publishing(graph: Graph) -> None:
     def truncate(msg: Any) -> None:
         msg.data = msg.data[: len(msg.data) // 2]
 
-    bad_jpeg = modified("/cam_back/image_rect_compressed", stamps[1], stamps[2], truncate)
-    graph.publish_bag(stamps[1], stamps[2], topics={t for t, *_ in graph.bag} - {"/cam_back/image_rect_compressed", "/lidar_top"})
-    graph.pubs["/cam_back/image_rect_compressed"].publish(bad_jpeg)
-    graph.publish_bag(stamps[1], stamps[2], topics={"/lidar_top"})
+    bad_jpeg = modified(BACK_IMAGE, stamps[1], stamps[2], truncate)
+    graph.publish_bag(stamps[1], stamps[2], topics={t for t, *_ in graph.bag} - {BACK_IMAGE, topics.LIDAR})
+    graph.pubs[BACK_IMAGE].publish(bad_jpeg)
+    graph.publish_bag(stamps[1], stamps[2], topics={topics.LIDAR})
     # 4) key-frame 3 while CAM_BACK has stopped: dropped (missing camera), not published
-    graph.publish_bag(stamps[2], stamps[3], topics={t for t, *_ in graph.bag} - {"/cam_back/image_rect_compressed"})
+    graph.publish_bag(stamps[2], stamps[3], topics={t for t, *_ in graph.bag} - {BACK_IMAGE})
     # 5) key-frame 4 is good apart from NaN / Inf points in its cloud: published (bad points dropped)
     def add_nan_points(msg: Any) -> None:
         bad = np.array([[np.nan, 1, 1, 1, 1], [np.inf, 0, 0, 0, 0], [1, -np.inf, 0, 0, 0]], np.float32)
@@ -246,9 +248,9 @@ def test_node_survives_hostile_input_and_keeps_publishing(graph: Graph) -> None:
         msg.width += 3
         msg.row_step = msg.width * msg.point_step
 
-    nan_cloud = modified("/lidar_top", stamps[3], stamps[3] + NS, add_nan_points)
-    graph.publish_bag(stamps[3], stamps[3] + NS, topics={t for t, *_ in graph.bag} - {"/lidar_top"})
-    graph.pubs["/lidar_top"].publish(nan_cloud)
+    nan_cloud = modified(topics.LIDAR, stamps[3], stamps[3] + NS, add_nan_points)
+    graph.publish_bag(stamps[3], stamps[3] + NS, topics={t for t, *_ in graph.bag} - {topics.LIDAR})
+    graph.pubs[topics.LIDAR].publish(nan_cloud)
     assert graph.wait_for_output(stamps[3]), "no output for a good key-frame after hostile input:\n" + graph.log_path.read_text()[-4000:]
     assert stamps[1] not in graph.voxel_stamps and stamps[2] not in graph.voxel_stamps
     graph.spin(1.5)

@@ -1,4 +1,5 @@
-"""TfBuffer: static chains, interpolation (checked against scipy), full lookups, errors, bounds."""
+"""TfBuffer: static chains, interpolation (checked against scipy), full lookups, errors, bounds,
+and a table of tf2's rules (duplicates, out-of-order, old data, re-parenting, quaternions, jumps)."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,7 @@ from scipy.spatial.transform import Rotation, Slerp
 
 from fusionocc_ros.conversions import matrix_to_transform_stamped
 from fusionocc_ros.rigid import invert, make_transform, matrix_to_quat, quat_to_matrix
-from fusionocc_ros.tf_buffer import ConnectivityError, ExtrapolationError, FrameNotFound, TfBuffer
+from fusionocc_ros.tf_buffer import ConnectivityError, ExtrapolationError, FrameNotFound, TfBuffer, TransformRejected
 
 S = 1_000_000_000
 
@@ -100,21 +101,14 @@ def test_history_is_bounded_and_out_of_order_inserts_are_sorted():
     np.testing.assert_allclose(tf.lookup("map", "base_link", int(5.5 * S))[0, 3], 5.5)
     with pytest.raises(ExtrapolationError):
         tf.lookup("map", "base_link", int(3.5 * S))  # older than 6 s - 2 s: pruned
-    tf.set_transform("map", "base_link", 6 * S, pose(x=60.0))  # same stamp replaces
-    assert tf.lookup("map", "base_link", 6 * S)[0, 3] == 60.0
-    # older than the whole window: time jumped back (a looping bag): the edge starts again
-    tf.set_transform("map", "base_link", 1 * S, pose(x=1.0))
-    tf.set_transform("map", "base_link", 2 * S, pose(x=2.0))
-    assert tf.lookup("map", "base_link", int(1.5 * S))[0, 3] == pytest.approx(1.5)
-    with pytest.raises(ExtrapolationError):
-        tf.lookup("map", "base_link", 6 * S)
 
 
 def test_cycles_and_self_loops_are_rejected():
     tf = rig()
-    with pytest.raises(ValueError, match="cycle"):
+    with pytest.raises(TransformRejected, match="loop") as exc:
         tf.set_transform("lidar_top", "map", 0, np.eye(4), static=True)
-    with pytest.raises(ValueError, match="invalid"):
+    assert exc.value.kind == "cycle"
+    with pytest.raises(TransformRejected, match="invalid"):
         tf.set_transform("a", "a", 0, np.eye(4))
 
 
@@ -130,14 +124,136 @@ def test_tf_messages_from_rclpy_feed_the_buffer_and_bad_transforms_are_reported(
     selfloop = matrix_to_transform_stamped(np.eye(4), "map", "map", 5 * S)
     empty = matrix_to_transform_stamped(np.eye(4), "", "x3", 5 * S)
     tf = TfBuffer()
-    errors = tf.add_tf_message(TFMessage(transforms=[good, nan, denorm, selfloop, empty]))
+    rejected = tf.add_tf_message(TFMessage(transforms=[good, nan, denorm, selfloop, empty]))
     assert tf.add_tf_message(TFMessage(transforms=[static]), static=True) == []
-    assert len(errors) == 4 and tf.rejected == 4
-    assert any("NaN" in e for e in errors) and any("unit quaternion" in e for e in errors)
-    assert any("own parent" in e for e in errors) and any("empty" in e for e in errors)
+    kinds = [k for k, _ in rejected]
+    assert kinds == ["nan_input", "denormalized_quaternion", "malformed", "malformed"], rejected
+    reasons = [r for _, r in rejected]
+    assert "NaN" in reasons[0] and "unit quaternion" in reasons[1] and "own parent" in reasons[2] and "empty" in reasons[3]
     np.testing.assert_allclose(tf.lookup("map", "lidar_top", 5 * S), pose(3, 4, 0, yaw_deg=30) @ LIDAR, atol=1e-9)
     assert tf.frames == {"map", "base_link", "lidar_top"}
-    assert tf.add_tf_message(object()) and tf.rejected == 5
+    assert tf.add_tf_message(object()) == [("malformed", tf.add_tf_message(object())[0][1])]
+    assert sum(tf.rejected.values()) == 6
+
+
+# --- tf2's rules, case by case (ros2/geometry2 Jazzy: buffer_core.cpp, cache.cpp, tf2_ros buffer.cpp) ---
+#
+# Each case feeds transforms (parent, child, stamp s, pose, static) in arrival order, then checks
+# lookups: (target, source, time s) -> the expected T_target_source, or the TfError it raises, and
+# the kinds of the transforms the buffer refused. tf2 behaviour each row encodes:
+#   interpolation      lookups between two samples slerp/lerp (cache.cpp interpolate)
+#   extrapolation      outside the stored interval -> ExtrapolationError (no tolerance by default)
+#   static             /tf_static transforms hold at every time; a newer one replaces the old
+#   chain              lookups compose through the common ancestor, both directions
+#   fixed frame        lookup_full: source at t_s -> fixed -> target at t_t (advanced lookupTransform)
+#   duplicate stamp    TF_REPEATED_DATA: the second sample with a stored stamp is ignored
+#   out of order       samples are sorted by stamp whatever the arrival order
+#   old data           TF_OLD_DATA: older than newest - cache time is dropped, the history stays
+#   re-parenting       each sample keeps its parent: history under the old parent is still served
+#   near-unit quat     |q|^2 within 0.01 of 1 is normalised; further off is refused
+def _q_pose(x: float, q: tuple[float, float, float, float]) -> np.ndarray:
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_quat(np.array(q) / np.linalg.norm(q)).as_matrix()
+    T[0, 3] = x
+    return T
+
+
+TF2_CASES = [
+    ("interpolation",
+     [("map", "base", 1, pose(0), False), ("map", "base", 2, pose(10, yaw_deg=90), False)],
+     [("map", "base", 1.5, pose(5, yaw_deg=45)), ("base", "map", 1.5, invert(pose(5, yaw_deg=45)))], []),
+    ("extrapolation",
+     [("map", "base", 1, pose(0), False), ("map", "base", 2, pose(10), False)],
+     [("map", "base", 2.5, ExtrapolationError), ("map", "base", 0.5, ExtrapolationError)], []),
+    ("static holds at any time, newer static replaces",
+     [("base", "lidar", 0, pose(1), True), ("base", "lidar", 0, pose(2), True)],
+     [("base", "lidar", 123.0, pose(2)), ("lidar", "base", 0.001, invert(pose(2)))], []),
+    ("chain through the common ancestor",
+     [("base", "lidar", 0, LIDAR, True), ("base", "cam", 0, CAM, True), ("map", "base", 1, pose(3), False),
+      ("map", "base", 2, pose(5), False)],
+     [("cam", "lidar", 1.5, invert(CAM) @ LIDAR), ("map", "cam", 1.5, pose(4) @ CAM),
+      ("lidar", "map", 1.0, invert(pose(3) @ LIDAR))], []),
+    ("unknown and disconnected frames",
+     [("map", "base", 1, pose(0), False), ("odom", "wheel", 0, pose(0), True)],
+     [("map", "radar", 1, FrameNotFound), ("map", "wheel", 1, ConnectivityError)], []),
+    ("duplicate stamp: the first sample stays",
+     [("map", "base", 1, pose(1), False), ("map", "base", 1, pose(99), False), ("map", "base", 2, pose(2), False)],
+     [("map", "base", 1, pose(1)), ("map", "base", 1.5, pose(1.5))], ["repeated_data"]),
+    ("out-of-order stamps are sorted",
+     [("map", "base", 3, pose(3), False), ("map", "base", 1, pose(1), False), ("map", "base", 2, pose(2), False)],
+     [("map", "base", 1.5, pose(1.5)), ("map", "base", 2.5, pose(2.5))], []),
+    ("a stale message (zero stamp) is dropped, the history stays",
+     [("map", "base", 20, pose(20), False), ("map", "base", 21, pose(21), False), ("map", "base", 0, pose(0), False)],
+     [("map", "base", 20.5, pose(20.5)), ("map", "base", 0, pose(21))], ["old_data"]),
+    ("re-parented frame keeps its history under the old parent",
+     [("odom", "base", 1, pose(1), False), ("odom", "base", 2, pose(2), False), ("map", "odom", 0, pose(100), True),
+      ("map", "base", 3, pose(300), False), ("map", "base", 4, pose(400), False)],
+     [("odom", "base", 1.5, pose(1.5)), ("map", "base", 1.5, pose(101.5)), ("map", "base", 3.5, pose(350)),
+      ("odom", "base", 3.5, pose(250))], []),
+    ("near-unit quaternions are normalised, far-off ones refused",
+     [("map", "a", 1, (0.0, 0.0, 0.7071, 0.7036), False), ("map", "b", 1, (0.0, 0.0, 0.7, 0.7), False)],
+     [("map", "a", 1, _q_pose(0.0, (0.0, 0.0, 0.7071, 0.7036))), ("map", "b", 1, FrameNotFound)],
+     ["denormalized_quaternion"]),
+]
+
+
+def _feed(tf: TfBuffer, parent: str, child: str, stamp_s: float, value, static: bool) -> list:
+    """Feed one transform as a TransformStamped message (a raw quaternion is put in as it is)."""
+    from tf2_msgs.msg import TFMessage
+
+    if isinstance(value, tuple):
+        msg = matrix_to_transform_stamped(np.eye(4), parent, child, int(stamp_s * S))
+        r = msg.transform.rotation
+        r.x, r.y, r.z, r.w = value
+    else:
+        msg = matrix_to_transform_stamped(value, parent, child, int(stamp_s * S))
+    return tf.add_tf_message(TFMessage(transforms=[msg]), static=static)
+
+
+@pytest.mark.parametrize("name,feed,lookups,rejected", TF2_CASES, ids=[c[0] for c in TF2_CASES])
+def test_tf2_rules(name, feed, lookups, rejected):
+    tf = TfBuffer(cache_time_s=10.0)
+    kinds = [k for f in feed for k, _ in _feed(tf, *f)]
+    assert kinds == rejected
+    for target, source, t, want in lookups:
+        if isinstance(want, type) and issubclass(want, Exception):
+            with pytest.raises(want):
+                tf.lookup(target, source, int(t * S))
+        else:
+            np.testing.assert_allclose(tf.lookup(target, source, int(t * S)), want, atol=1e-6)
+
+
+def test_fixed_frame_lookup_across_a_reparenting():
+    tf = TfBuffer()
+    tf.set_transform("base", "cam", 0, CAM, static=True)
+    tf.set_transform("odom", "base", 1 * S, pose(1))
+    tf.set_transform("odom", "base", 2 * S, pose(2))
+    got = tf.lookup_full("base", int(1.8 * S), "cam", int(1.2 * S), "odom")
+    np.testing.assert_allclose(got, invert(pose(1.8)) @ pose(1.2) @ CAM, atol=1e-9)
+
+
+def test_clock_jump_clears_dynamic_history_but_keeps_statics():
+    tf = rig()
+    tf.clear_dynamic()  # what the node does from its clock's jump callback
+    assert tf.frames == {"base_link", "lidar_top", "cam_front"}
+    np.testing.assert_allclose(tf.lookup("base_link", "lidar_top", 5 * S), LIDAR, atol=1e-12)
+    assert not tf.can_transform("map", "base_link", int(1.5 * S))
+
+
+def test_sensor_stamps_jumping_back_twice_clear_history_once():
+    tf = TfBuffer()
+    tf.set_transform("map", "base", 50 * S, pose(50))
+    tf.set_transform("map", "base", 51 * S, pose(51))
+    assert [tf.observe_time(t * S) for t in (50, 51)] == [False, False]
+    assert tf.observe_time(0) is False  # one stray stamp (e.g. zero) is not a jump
+    assert tf.observe_time(int(51.1 * S)) is False and tf.can_transform("map", "base", int(50.5 * S))
+    # a looping bag: the stamps go back and stay back
+    assert [tf.observe_time(t) for t in (int(1.0 * S), int(1.05 * S))] == [False, True]
+    assert not tf.can_transform("map", "base", int(50.5 * S)) and tf.clears == 1
+    tf.set_transform("map", "base", 1 * S, pose(1))  # the new timeline is accepted (not old data)
+    tf.set_transform("map", "base", 2 * S, pose(2))
+    np.testing.assert_allclose(tf.lookup("map", "base", int(1.5 * S)), pose(1.5), atol=1e-12)
+    assert tf.observe_time(int(1.1 * S)) is False
 
 
 unit_quats = st.lists(st.floats(-1, 1), min_size=4, max_size=4).filter(lambda q: np.linalg.norm(q) > 0.1)

@@ -1,0 +1,156 @@
+"""What `ros2 launch fusionocc_ros occ.launch.py ...` starts, checked through the same function the
+launch file calls (`launch_args.node_launch`; `launch`/`launch_ros` are not installable on our CI,
+so the launch file itself is only read as source to check that it hands everything to that
+function). The rviz config is parsed and checked against the topic table. The node really started
+this way, in a namespace and renamed, is exercised in test_end_to_end.py."""
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fusionocc_core.classes import CAMERA_NAMES
+from fusionocc_ros import resources, topics
+from fusionocc_ros.launch_args import LAUNCH_ARGUMENTS, PARAMETER_ARGUMENTS, node_launch, rviz_config_for
+from fusionocc_ros.params import PARAMETERS, load_params_file, resolve, validate
+
+REPO = Path(__file__).resolve().parents[2]
+LAUNCH = REPO / "launch" / "occ.launch.py"
+
+
+def test_defaults_remap_every_input_to_the_converters_topics() -> None:
+    node = node_launch()
+    assert node.name == topics.NODE_NAME and node.namespace == "" and not node.rviz
+    assert Path(node.params_file) == resources.params_file()
+    assert node.overrides == {"use_sim_time": False}  # everything else comes from the params file
+    remap = dict(node.remappings)
+    assert remap["~/input/lidar"] == "/lidar_top"
+    for cam in CAMERA_NAMES:  # image_transport naming: the node subscribes <base>/compressed
+        assert remap[f"~/input/{cam.lower()}/image"] == f"/{cam.lower()}/image_rect"
+        assert remap[f"~/input/{cam.lower()}/camera_info"] == f"/{cam.lower()}/camera_info"
+    assert len(remap) == 1 + 2 * len(CAMERA_NAMES)
+    # the converter writes exactly the topics the node reads by default
+    bag = topics.bag_topics()
+    assert {dst + ("/compressed" if "/image" in src else "") for src, dst in node.remappings} <= set(bag)
+
+
+def test_every_input_topic_is_an_argument() -> None:
+    names = {a.name for a in LAUNCH_ARGUMENTS}
+    for inp in topics.node_inputs():
+        assert inp.argument in names
+        node = node_launch({inp.argument: "/elsewhere/topic"})
+        changed = [(s, d) for s, d in node.remappings if d == "/elsewhere/topic"]
+        assert changed == [(inp.private, "/elsewhere/topic")]
+    assert {"params_file", "checkpoint", "model_config", "device", "precision", "namespace", "node_name",
+            "use_sim_time", "rviz"} <= names
+
+
+def test_namespace_and_node_name_move_the_outputs() -> None:
+    node = node_launch({"namespace": "robot1/", "node_name": "occ_front", "use_sim_time": "true", "rviz": "true"})
+    assert node.namespace == "/robot1" and node.name == "occ_front" and node.rviz
+    assert node.output_topics()["voxels"] == ("/robot1/occ_front/output/voxels", "fusionocc_msgs/msg/SemanticVoxelGrid")
+    args = node.ros_args()
+    assert args[:5] == ["--ros-args", "-r", "__node:=occ_front", "-r", "__ns:=/robot1"]
+    assert "use_sim_time:=true" in args
+    # the shipped params file applies to any node name and namespace ('/**')
+    values = load_params_file(node.params_file, node.name, node.namespace)
+    assert set(values) == set(PARAMETERS)
+
+
+def test_parameter_arguments_override_the_params_file_only_when_given() -> None:
+    node = node_launch({"checkpoint": "/m.pth", "model_config": "official", "device": "cuda:1", "precision": "bf16"})
+    assert node.overrides == {"model.checkpoint": "/m.pth", "model.config": "official", "model.device": "cuda:1",
+                              "model.precision": "bf16", "use_sim_time": False}
+    assert set(PARAMETER_ARGUMENTS.values()) <= set(PARAMETERS)
+    values = {**load_params_file(node.params_file), **{k: v for k, v in node.overrides.items() if k in PARAMETERS}}
+    assert resolve(values) is values
+    with pytest.raises(ValueError, match="unknown launch argument"):
+        node_launch({"chekpoint": "/m.pth"})
+    with pytest.raises(ValueError, match="not true or false"):
+        node_launch({"rviz": "maybe"})
+
+
+def test_launch_file_hands_every_argument_to_node_launch() -> None:
+    """Read as source: it declares LAUNCH_ARGUMENTS and builds its Node from node_launch's answer."""
+    tree = ast.parse(LAUNCH.read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "fusionocc_ros.launch_args"
+                for a in n.names}
+    assert {"LAUNCH_ARGUMENTS", "node_launch"} <= imported
+    nodes = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Node"]
+    ours = [n for n in nodes if any(k.arg == "executable" and isinstance(k.value, ast.Name) and k.value.id == "EXECUTABLE"
+                                    for k in n.keywords)]
+    assert len(ours) == 1
+    passed = {k.arg: ast.unparse(k.value) for k in ours[0].keywords}
+    assert passed["name"] == "node.name" and passed["namespace"] == "node.namespace"
+    assert passed["parameters"] == "[node.params_file, node.overrides]" and passed["remappings"] == "node.remappings"
+
+
+def test_the_executable_the_launch_file_starts_is_installed() -> None:
+    scripts = {e.name: e.value for e in importlib.metadata.entry_points(group="console_scripts")}
+    assert scripts[topics.EXECUTABLE] == "fusionocc_ros.node:main"
+    assert "install_scripts=$base/lib/fusionocc_ros" in (REPO / "setup.cfg").read_text()  # ros2 run finds it
+
+
+def test_params_yaml_sets_every_parameter_and_nothing_else() -> None:
+    values = load_params_file(REPO / "config" / "occ_node.yaml")
+    assert set(values) == set(PARAMETERS)
+    values["model.checkpoint"] = "/some/model.pt"  # the launch argument fills it
+    assert resolve(values) is values
+
+
+def test_validation_rejects_out_of_range_values_with_a_reason() -> None:
+    values = load_params_file(REPO / "config" / "occ_node.yaml")
+    values["model.checkpoint"] = "/x.pt"
+    for name, bad in [("sync.window_after_s", -1.0), ("outputs.marker_alpha", 2.0), ("model.device", "gpu"),
+                      ("model.precision", "int8"), ("outputs.class_filter", "car,unicorn"), ("outputs.enabled", ["bev"]),
+                      ("input_image_type", "theora"), ("tf.max_wait_s", -0.5)]:
+        reason = validate({**values, name: bad})
+        assert reason is not None and name in reason, (name, reason)
+    assert "history.tolerance_s" in validate({**values, "history.tolerance_s": 0.6, "history.spacing_s": 0.5})
+    assert "not set" in validate({**values, "model.config": None})
+
+
+# --- rviz ------------------------------------------------------------------------------------
+
+RVIZ_TYPES = {  # rviz_default_plugins display -> the message types it shows
+    "rviz_default_plugins/MarkerArray": {topics.MARKER_ARRAY_TYPE},
+    "rviz_default_plugins/PointCloud2": {topics.CLOUD_TYPE},
+    "rviz_default_plugins/Image": {topics.RAW_IMAGE_TYPE, topics.COMPRESSED_IMAGE_TYPE},
+}
+
+
+def _displays(text: str) -> list[dict]:
+    return yaml.safe_load(text)["Visualization Manager"]["Displays"]
+
+
+def _check_rviz(text: str, known: dict[str, str]) -> list[str]:
+    """Topics shown by the rviz config; each must be a known topic of a type its display can show.
+    An Image display names an image_transport topic: '<base>/compressed' is read as CompressedImage."""
+    shown = []
+    for d in _displays(text):
+        topic = (d.get("Topic") or {}).get("Value")
+        if topic is None:
+            continue
+        assert d["Class"] in RVIZ_TYPES, d["Class"]
+        assert topic in known, f"{d['Name']}: {topic} is not in the topic table"
+        assert known[topic] in RVIZ_TYPES[d["Class"]], (d["Name"], topic, known[topic])
+        shown.append(topic)
+    return shown
+
+
+def test_rviz_config_shows_topics_of_the_table_with_matching_displays() -> None:
+    shown = _check_rviz((REPO / "config" / "occ.rviz").read_text(), topics.all_topics())
+    assert {topics.output_topic("markers"), topics.output_topic("cloud"), topics.LIDAR} <= set(shown)
+    assert {topics.image_topic(c) for c in CAMERA_NAMES} <= set(shown)  # `<base>/compressed`, as image_transport
+
+
+def test_rviz_config_follows_the_namespace_and_remapped_inputs() -> None:
+    node = node_launch({"namespace": "robot1", "node_name": "occ_front", "cam_front_image_topic": "/front/image"})
+    text = rviz_config_for(node, resources.rviz_config())
+    known = topics.all_topics("/robot1", "occ_front") | {"/front/image/compressed": topics.COMPRESSED_IMAGE_TYPE}
+    shown = _check_rviz(text, known)
+    assert "/robot1/occ_front/output/markers" in shown and "/front/image/compressed" in shown
+    assert topics.output_topic("markers") not in shown
