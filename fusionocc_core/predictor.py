@@ -151,7 +151,9 @@ class Predictor:
         key_points = torch.from_numpy(self._points(frame_set.key_points, "key_points")).to(self.device)
         lo, hi, _ = self.cfg.grid.depth
         cur = per_t[0]
-        sparse = sparse_depth_tensors(key_points, cur["sensor2ego"], cur["intrins"], cur["post_rots"], cur["post_trans"],
+        # the key points live in the ego frame at the LiDAR stamp, the cameras in ego at the first camera's
+        cams_lidarego = torch.from_numpy(frame_set.sensor2lidarego(cur["sensor2ego"].numpy()))
+        sparse = sparse_depth_tensors(key_points, cams_lidarego, cur["intrins"], cur["post_rots"], cur["post_trans"],
                                       tuple(self.cfg.data.input_size), (lo, hi))  # (N, H, W) on the device
         batch["sparse_depth"] = sparse.unsqueeze(0)  # (1, N, H, W)
         batch["bda"] = torch.eye(3).unsqueeze(0)

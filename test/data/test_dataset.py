@@ -215,7 +215,7 @@ def test_predictor_gets_the_same_points_and_images_as_the_dataset(root: Path) ->
     raw[:, :3] = global_to_ego(info, sweep_to_global(root, info))
     images = [np.asarray(Image.open(root / info["cams"][c]["data_path"]).convert("RGB")) for c in CAMERA_NAMES]
     cams = CameraFrame(images, sample["intrins"][0].numpy(), sample["sensor2ego"][0].numpy(), stamp_ns=1)
-    batch, _ = Predictor(cfg, seed=i).make_batch(FrameSet(2, cams, [], raw, raw))
+    batch, _ = Predictor(cfg, seed=i).make_batch(FrameSet(2, cams, [], raw, raw, keyego2lidarego=lidarego_from_keyego(info)))
     got = batch["points"][0].numpy()
     assert got.shape == sample["points"].shape  # the same points survive thinning with the same seed
     np.testing.assert_allclose(got, sample["points"].numpy(), atol=2e-3)
@@ -224,6 +224,9 @@ def test_predictor_gets_the_same_points_and_images_as_the_dataset(root: Path) ->
     diff = (batch["imgs"][0, 0] - sample["imgs"][0]).abs() * torch.from_numpy(T.IMG_STD).view(3, 1, 1)
     assert float(diff.max()) <= 3.0 and float(diff.mean()) < 0.2
     torch.testing.assert_close(batch["post_rots"][0, 0], sample["post_rots"][0])
+    # sparse depth: the key sweep through the cameras moved into the LiDAR-time ego frame, both paths
+    assert float((batch["sparse_depth"][0].cpu() > 0).sum()) > 0
+    torch.testing.assert_close(batch["sparse_depth"][0].cpu(), sample["sparse_depth"], rtol=0, atol=2e-3)
 
 
 def test_sparse_depth_from_the_current_sweep(root: Path) -> None:
