@@ -44,6 +44,7 @@ def main() -> int:
     from fusionocc_core.synth import generate
     from fusionocc_ros.live_run import run_live
     from fusionocc_ros.params import load_params_file, pipeline_settings
+    from fusionocc_ros import topics
     from fusionocc_ros.pipeline import OccupancyPipeline
     from rosbag_tools import convert
     from rosbag_tools.typestore import get_store
@@ -61,8 +62,8 @@ def main() -> int:
     params = load_params_file(REPO / "config" / "occ_node.yaml")
     pipeline = OccupancyPipeline(cfg, Predictor(cfg, checkpoint=ckpt), pipeline_settings(params))
     store = get_store()
-    cams = {f"/{c.lower()}/image_rect_compressed": c for c in cfg.data.cameras}
-    infos = {f"/{c.lower()}/camera_info": c for c in cfg.data.cameras}
+    cams = {topics.image_topic(c): c for c in cfg.data.cameras}
+    infos = {topics.camera_info_topic(c): c for c in cfg.data.cameras}
     timings: list[dict[str, float]] = []
     with Reader(bag) as reader:
         for conn, _, raw in reader.messages():

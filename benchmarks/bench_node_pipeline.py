@@ -51,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from rosbags.rosbag2 import Reader
 
+    from fusionocc_core.classes import FREE_LABEL
     from fusionocc_core.config import load_config
     from fusionocc_core.predictor import Predictor
+    from fusionocc_ros import topics
     from fusionocc_ros.params import load_params_file, pipeline_settings
     from fusionocc_ros.pipeline import OccupancyPipeline
     from rosbag_tools.typestore import get_store
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     totals: list[float] = []
     stages: list[dict[str, float]] = []
     points: list[int] = []
+    occupied: list[int] = []  # non-free voxels per frame: the encoders' cost grows with it
     seen = 0
 
     def infer(sets) -> None:
@@ -82,20 +85,21 @@ def main(argv: list[str] | None = None) -> int:
                 totals.append(ms)
                 stages.append(result.timings_ms)
                 points.append(predictor.last_num_points[0])
+                occupied.append(int((result.labels != FREE_LABEL).sum()))
 
+    cams = {topics.image_topic(c): c for c in cfg.data.cameras}
+    infos = {topics.camera_info_topic(c): c for c in cfg.data.cameras}
     with Reader(args.bag) as reader:
         for conn, _, raw in reader.messages():
             msg = store.deserialize_cdr(raw, conn.msgtype)
-            topic, kind = conn.topic, conn.msgtype
-            camera = next((c for c in cfg.data.cameras if topic.startswith(f"/{c.lower()}/")), None)
-            if kind == "sensor_msgs/msg/PointCloud2" and topic == "/lidar_top":
+            if conn.topic == topics.LIDAR:
                 infer(pipeline.add_lidar(msg))
-            elif camera and kind in ("sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/Image"):
-                infer(pipeline.add_camera(camera, msg))
-            elif camera and kind == "sensor_msgs/msg/CameraInfo":
-                infer(pipeline.add_camera_info(camera, msg))
-            elif topic in ("/tf", "/tf_static"):
-                infer(pipeline.add_tf(msg, static=topic == "/tf_static"))
+            elif conn.topic in cams:
+                infer(pipeline.add_camera(cams[conn.topic], msg))
+            elif conn.topic in infos:
+                infer(pipeline.add_camera_info(infos[conn.topic], msg))
+            elif conn.topic in (topics.TF, topics.TF_STATIC):
+                infer(pipeline.add_tf(msg, static=conn.topic == topics.TF_STATIC))
         infer(pipeline.flush())
     if not totals:
         print("bench_node_pipeline: no synchronized set was inferred (too few frames for --warmup?)", file=sys.stderr)
@@ -105,13 +109,15 @@ def main(argv: list[str] | None = None) -> int:
         "device": name, "torch": torch.__version__, "preset": cfg.name, "precision": args.precision,
         "compile": args.compile, "frames": len(totals), "warmup_s": warmup_s,
         "points_p50": statistics.median(points), "points_min": min(points),
+        "occupied_voxels_p50": statistics.median(occupied),
         "p50_ms": percentile(totals, 50), "p99_ms": percentile(totals, 99), "max_ms": max(totals),
         "stages_p50_ms": {k: statistics.median(s.get(k, 0.0) for s in stages) for k in stages[0]},
         "drops": pipeline.counters(),
     }
     print(f"# node pipeline on {args.bag.name}: {cfg.name} {args.precision}{' compiled' if args.compile else ''} "
           f"on {name}, torch {torch.__version__}; warm-up {warmup_s:.1f} s; {len(totals)} frames, "
-          f"median {result['points_p50']:.0f} LiDAR points (min {result['points_min']})")
+          f"median {result['points_p50']:.0f} LiDAR points (min {result['points_min']}), "
+          f"{result['occupied_voxels_p50']:.0f} occupied voxels")
     print(f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, max {result['max_ms']:.1f} ms")
     for k, v in result["stages_p50_ms"].items():
         print(f"  {k:<24}{v:9.1f}")

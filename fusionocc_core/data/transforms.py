@@ -359,9 +359,9 @@ def test_image_tensors(images: Sequence[np.ndarray] | torch.Tensor, cfg: Config 
         if isinstance(images, torch.Tensor) or isinstance(images[idx[0]], torch.Tensor):
             batch = torch.stack([images[i] for i in idx]).to(device, non_blocking=True)  # (B, 3, H, W)
         else:
-            host = torch.from_numpy(np.stack([images[i] for i in idx]))  # (B, H, W, 3)
-            if pin_memory and device.type == "cuda":
-                host = host.pin_memory()
+            pinned = pin_memory and device.type == "cuda"
+            host = torch.empty((len(idx), *sizes[idx[0]], 3), dtype=torch.uint8, pin_memory=pinned)  # (B, H, W, 3)
+            np.stack([images[i] for i in idx], out=host.numpy())  # one copy, into page-locked memory when pinned
             batch = host.to(device, non_blocking=True).permute(0, 3, 1, 2)  # channels-last view
         out[idx] = _resize_crop_normalize(batch, input_hw)
     return out

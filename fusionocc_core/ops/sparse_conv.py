@@ -315,7 +315,13 @@ def _table_conv(feats: torch.Tensor, weight: torch.Tensor, nt: NeighbourTable) -
     padded = torch.cat([feats, feats.new_zeros(1, c_in)])  # row num_in = the missing neighbour
     w = weight.reshape(K * c_in, c_out)
     rows = max(1, TABLE_CHUNK_ELEMENTS // (K * c_in))
-    chunks = [padded[nt.table[r:r + rows]].reshape(-1, K * c_in) @ w for r in range(0, max(nt.num_out, 1), rows)]
+    if torch.is_grad_enabled() and feats.requires_grad:  # advanced indexing: deterministic backward
+        def gather(t: torch.Tensor) -> torch.Tensor:
+            return padded[t]
+    else:  # inference: a flat row gather
+        def gather(t: torch.Tensor) -> torch.Tensor:
+            return padded.index_select(0, t.reshape(-1))
+    chunks = [gather(nt.table[r:r + rows]).reshape(-1, K * c_in) @ w for r in range(0, max(nt.num_out, 1), rows)]
     return torch.cat(chunks) if len(chunks) != 1 else chunks[0]
 
 
