@@ -6,11 +6,13 @@
 # predict -> encode, p50/p99), a profile, the CUDA tests (test/cuda), then
 # benchmarks/results/gpu_latest.json (copied to OUT_DIR; commit it from there).
 #   benchmarks/gpu_checks.sh OUT_DIR [BAG_DIR] [OLD_TREE]
-# Every step has its own time limit and writes its log/JSON under OUT_DIR as it finishes.
+# Every step has its own time limit and writes its log/JSON under OUT_DIR/logs as it finishes; at
+# the end OUT_DIR holds gpu_latest.json, summary.txt and logs.tgz (the lent machine returns few files).
 set -u
-out=${1:?usage: gpu_checks.sh OUT_DIR [BAG_DIR] [OLD_TREE]}
+dest=${1:?usage: gpu_checks.sh OUT_DIR [BAG_DIR] [OLD_TREE]}
 bag=${2:-}
 old=${3:-}
+out=$dest/logs
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
@@ -63,6 +65,8 @@ step "CUDA tests"
 timeout 200 python3 -m pytest -q -p no:cacheprovider test/cuda -k "not train_with_amp" 2>&1 | tee "$out/cuda_tests.txt" | tail -15
 step "torch.compile, official bf16"
 bench compile --compile --skip-baseline
+step "SDPA kernels of the Swin window attention"
+timeout 60 python3 benchmarks/bench_window_attention.py 2>&1 | tee "$out/attention.txt"
 step "JPEG decoding of six 1600x900 images: cv2 serial, cv2 thread pool, nvJPEG batched"
 timeout 60 python3 - <<'EOF' 2>&1 | tee "$out/decode.txt"
 import time, statistics, cv2, numpy as np
@@ -110,8 +114,10 @@ res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                      (("new", new), ("old", old), ("new_pairs_sparse_conv", pairs), ("new_compiled", comp))},
        "model_batch_ms": new and new["baseline_ms"]}
 os.makedirs("benchmarks/results", exist_ok=True)
-for path in ("benchmarks/results/gpu_latest.json", os.path.join(out, "gpu_latest.json")):
+for path in ("benchmarks/results/gpu_latest.json", os.path.join(out, "..", "gpu_latest.json")):
     with open(path, "w") as f:
         json.dump(res, f, indent=1)
 print(json.dumps(res, indent=1))
 EOF
+cp "$out/summary.txt" "$dest/summary.txt"
+tar -czf "$dest/logs.tgz" -C "$out" . && rm -rf "$out"
