@@ -82,6 +82,12 @@ class OccupancyNode(Node):
         except Exception as exc:  # a missing, foreign or damaged file; an absent device: one line, no traceback
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise StartupError(f"cannot load checkpoint {checkpoint}: {text}") from None
+        if self.predictor.device.type == "cuda":  # compile, cuDNN autotuning and allocation before frame one
+            try:
+                seconds = self.predictor.warmup()
+            except (RuntimeError, ValueError) as exc:  # e.g. CUDA out of memory: one line
+                raise StartupError(f"model warm-up failed: {str(exc).splitlines()[0]}") from None
+            self.get_logger().info(f"model warm-up on {self.predictor.device}: {seconds:.1f} s")
         self.pipeline = OccupancyPipeline(self.cfg, self.predictor, pipeline_settings(self.params),
                                           on_problem=self._log_problem_once)
         self.cameras = tuple(self.cfg.data.cameras)
