@@ -18,7 +18,6 @@ import os
 import pickle
 import re
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fusionocc_core.cli import ToolError
 from fusionocc_core.config import Config, config_from_dict
 from fusionocc_core.ops.sparse_conv import _SparseConvBase
 
@@ -35,8 +35,8 @@ _RESERVED = {"format", "format_version", "config", "state_dict"}
 _LIST_LIMIT = 8  # keys named per category in a mismatch message
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read or used."""
+class CheckpointError(ToolError, ValueError):
+    """A checkpoint file that cannot be read or used (one-line message naming the file)."""
 
 
 class CheckpointMismatchError(CheckpointError):
@@ -79,8 +79,13 @@ def _torch_load(path: str | Path, map_location: Any, trusted: bool) -> Any:
         detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*$", str(exc), re.M | re.S)
         reason = detail.group(1).splitlines()[0].strip() if detail and detail.group(1).strip() else "unpickling failed"
         raise CheckpointError(f"checkpoint {path}: not a readable PyTorch checkpoint ({reason})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+    except MemoryError:
+        raise CheckpointError(f"checkpoint {path}: not a readable PyTorch checkpoint (it asks for more memory "
+                              "than there is)") from None
+    except Exception as exc:  # a text file or garbage: the unpickler fails with any error type
+        detail = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"checkpoint {path}: not a readable PyTorch checkpoint "
+                              f"({type(exc).__name__}{': ' + detail if detail else ''})") from None
 
 
 def _atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -301,6 +306,8 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         raise CheckpointError(
             f"checkpoint {path}: not a {FORMAT_NAME} checkpoint (an official FusionOcc file loads with load_official_checkpoint)"
         )
+    if not isinstance(obj.get("format_version", 0), int):
+        raise CheckpointError(f"checkpoint {path}: format_version {obj.get('format_version')!r} is not an integer")
     if int(obj.get("format_version", 0)) > FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path}: format_version {obj['format_version']} is newer than this code ({FORMAT_VERSION})")
     out = dict(obj)
@@ -316,7 +323,10 @@ def load_model_weights(model: nn.Module, path: str | Path, map_location: Any = "
     obj = _torch_load(path, map_location, trusted=False)
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT_NAME:
         key = "ema_state_dict" if prefer_ema and isinstance(obj.get("ema_state_dict"), Mapping) else "state_dict"
-        _load_checked(model, obj[key], f"checkpoint {path}")
+        state = obj.get(key)
+        if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CheckpointError(f"checkpoint {path}: '{key}' is not a dict of tensors")
+        _load_checked(model, state, f"checkpoint {path}")
         return f"{FORMAT_NAME}:{key}"
     state, kind = extract_state_dict(obj, f"checkpoint {path}", prefer_ema)
     _load_checked(model, official_to_ours(state, model), f"checkpoint {path}")

@@ -4,14 +4,12 @@ Reads IN_BAG with rosbags (no ROS install, no DDS), feeds every message in bag o
 same `OccupancyPipeline` the live node uses (same sync, TF, assembly, model, encoders), infers
 every synchronized set, and writes the node's three outputs to OUT_BAG under the node's topic
 names. When IN_BAG carries `/occupancy/gt`, it prints mIoU (no visibility mask: the message has
-none) with the scorer of `fusionocc-score`. OUT_BAG is written under a temporary name and renamed
-at the end.
+none) with the scorer of `fusionocc-score`. OUT_BAG is built in a hidden `.OUT_BAG.partial-PID`
+folder and renamed at the end (its files keep OUT_BAG's name).
 """
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from fusionocc_core.cli import ToolError, ToolParser, tool_main
 from fusionocc_ros import topics
 from fusionocc_ros.topics import GROUND_TRUTH as GT_TOPIC
 from fusionocc_ros.topics import output_topics
@@ -27,10 +26,11 @@ from fusionocc_ros.topics import output_topics
 __all__ = ["build_parser", "main", "output_topics"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fusionocc-replay", description=__doc__.split("\n\n")[0])
+def build_parser() -> ToolParser:
+    p = ToolParser(prog="fusionocc-replay", description=__doc__.split("\n\n")[0])
     p.add_argument("in_bag", type=Path, help="input rosbag2 directory (e.g. from fusionocc-convert)")
-    p.add_argument("out_bag", type=Path, help="output rosbag2 directory to create (must not exist)")
+    p.add_argument("out_bag", type=Path, help="output rosbag2 directory to create (must not exist unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT_BAG once the new one is complete")
     p.add_argument("--checkpoint", required=True, help="model checkpoint (ours, or the official .pth)")
     p.add_argument("--config", default=None, help="model preset or YAML (default: model.config of --params)")
     p.add_argument("--params", type=Path, default=None,
@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@tool_main("fusionocc-replay")
 def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; exit codes as every fusionocc-* tool (fusionocc_core.cli)."""
     args = build_parser().parse_args(argv)
     from fusionocc_ros.params import ParameterError
 
@@ -63,9 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         return _run(args, params)
+    except ToolError:
+        raise
     except (FileNotFoundError, ValueError, RuntimeError, KeyError) as exc:
-        print(f"fusionocc-replay: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 1
+        raise ToolError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
 
 
 def _params(args: argparse.Namespace) -> dict:
@@ -100,21 +103,25 @@ def _params(args: argparse.Namespace) -> dict:
 
 
 def _run(args: argparse.Namespace, params: dict) -> int:
-    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+    from rosbags.rosbag2 import StoragePlugin, Writer
 
     from fusionocc_core.config import load_config
     from fusionocc_core.predictor import Predictor
+    from fusionocc_core.tools.atomic import atomic_output_dir, exists_message
     from fusionocc_core.tools.score import GroundTruth, format_table, score_pairs
     from fusionocc_ros.conversions import header_stamp_ns, voxel_grid_to_labels
     from fusionocc_ros.params import pipeline_settings
     from fusionocc_ros.pipeline import OccupancyPipeline
     from rosbag_tools.qos import offered_qos
+    from rosbag_tools.reading import deserialize, open_bag, read_messages
     from rosbag_tools.typestore import get_store
 
     if not args.in_bag.is_dir():
-        raise FileNotFoundError(f"input bag not found: {args.in_bag}")
-    if args.out_bag.exists():
-        raise ValueError(f"output path exists: {args.out_bag}")
+        raise ToolError(f"input bag not found: {args.in_bag}")
+    if args.out_bag.exists() and not args.overwrite:
+        raise ToolError(exists_message(args.out_bag))
+    with open_bag(args.in_bag):  # a truncated or corrupt bag fails before the model loads
+        pass
     cfg = load_config(params["model.config"])
     predictor = Predictor(cfg, checkpoint=args.checkpoint, device=args.device, precision=args.precision)
     problems: list[str] = []
@@ -126,11 +133,10 @@ def _run(args: argparse.Namespace, params: dict) -> int:
     infos = {args.info_topic.format(cam=c.lower()): c for c in cfg.data.cameras}
     store = get_store()
     out_topics = output_topics(args.namespace, args.node_name)
-    tmp = args.out_bag.with_name(f".{args.out_bag.name}.partial-{os.getpid()}")
     gt_by_stamp: dict[int, np.ndarray] = {}
     results = []
     t_start = time.perf_counter()
-    try:
+    with open_bag(args.in_bag) as reader, atomic_output_dir(args.out_bag, overwrite=args.overwrite) as tmp:
         writer = Writer(tmp, version=8, storage_plugin=StoragePlugin.MCAP if args.storage == "mcap" else StoragePlugin.SQLITE3)
         writer.open()
         conns = {name: writer.add_connection(topic, msgtype, typestore=store, offered_qos_profiles=offered_qos(topic))
@@ -145,31 +151,27 @@ def _run(args: argparse.Namespace, params: dict) -> int:
                 for name, data in result.messages.items():
                     writer.write(conns[name], result.stamp_ns, data)
 
-        with Reader(args.in_bag) as reader:
-            wanted = [c for c in reader.connections
-                      if c.topic in cams or c.topic in infos or c.topic in (args.lidar_topic, topics.TF, topics.TF_STATIC, GT_TOPIC)]
-            if not any(c.topic == args.lidar_topic for c in wanted):
-                raise ValueError(f"{args.in_bag}: no {args.lidar_topic} topic")
-            total = sum(c.msgcount for c in wanted)
-            for conn, _, raw in tqdm(reader.messages(connections=wanted), total=total, desc="replay", unit="msg"):
-                msg = store.deserialize_cdr(raw, conn.msgtype)
-                topic = conn.topic
-                if topic == args.lidar_topic:
-                    infer_all(pipeline.add_lidar(msg))
-                elif topic in cams:
-                    infer_all(pipeline.add_camera(cams[topic], msg))
-                elif topic in infos:
-                    infer_all(pipeline.add_camera_info(infos[topic], msg))
-                elif topic in (topics.TF, topics.TF_STATIC):
-                    infer_all(pipeline.add_tf(msg, static=topic == topics.TF_STATIC))
-                elif topic == GT_TOPIC:
-                    gt_by_stamp[header_stamp_ns(msg)] = voxel_grid_to_labels(msg)[0].copy()
-            infer_all(pipeline.flush())
+        wanted = [c for c in reader.connections
+                  if c.topic in cams or c.topic in infos or c.topic in (args.lidar_topic, topics.TF, topics.TF_STATIC, GT_TOPIC)]
+        if not any(c.topic == args.lidar_topic for c in wanted):
+            raise ToolError(f"{args.in_bag}: no {args.lidar_topic} topic")
+        total = sum(c.msgcount for c in wanted)
+        for conn, _, raw in tqdm(read_messages(reader, args.in_bag, wanted), total=total, desc="replay", unit="msg",
+                                 disable=None):
+            msg = deserialize(store, raw, conn, args.in_bag)
+            topic = conn.topic
+            if topic == args.lidar_topic:
+                infer_all(pipeline.add_lidar(msg))
+            elif topic in cams:
+                infer_all(pipeline.add_camera(cams[topic], msg))
+            elif topic in infos:
+                infer_all(pipeline.add_camera_info(infos[topic], msg))
+            elif topic in (topics.TF, topics.TF_STATIC):
+                infer_all(pipeline.add_tf(msg, static=topic == topics.TF_STATIC))
+            elif topic == GT_TOPIC:
+                gt_by_stamp[header_stamp_ns(msg)] = voxel_grid_to_labels(msg)[0].copy()
+        infer_all(pipeline.flush())
         writer.close()
-        os.replace(tmp, args.out_bag)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
     elapsed = time.perf_counter() - t_start
     print(f"fusionocc-replay: {len(results)} frames inferred from {pipeline.frames_in} synchronized sets "

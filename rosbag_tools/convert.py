@@ -1,11 +1,12 @@
 """fusionocc-convert: nuScenes (or the synthetic nuScenes-format world) -> one rosbag2 per scene.
 
 Each bag is written under a temporary name next to its destination and renamed into place only
-when complete, so an interrupted or failed run never leaves a half-written OUT/<scene>.
+when complete, so an interrupted or failed run never leaves a half-written OUT/<scene>; a killed
+run's hidden `.<scene>.partial-<pid>-...` folders are removed by the next run. Scene names come
+from scene.json and must be plain file names (no separators, not '.'/'..').
 """
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import os
 import queue
@@ -26,6 +27,9 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 
 from fusionocc_core.classes import CAMERA_NAMES, LIDAR_NAME
+from fusionocc_core.cli import ToolError, ToolParser, UsageError, tool_main
+from fusionocc_core.safe_paths import check_name, child_path
+from fusionocc_core.tools.atomic import OutputExistsError, exists_message, install_output, remove_stale_partials
 from fusionocc_ros import topics
 from rosbag_tools import messages as m
 from rosbag_tools.plan import PlanError, ScenePlan, load_nuscenes, plan_scene, select_scenes
@@ -78,7 +82,7 @@ def _fast_rosbags_yaml() -> Iterator[None]:
         rosbags_writer.YAML, rosbags_writer.dump_qos_v8 = saved
 
 
-class ConvertError(Exception):
+class ConvertError(ToolError):
     """A one-line, user-facing reason why a conversion cannot proceed."""
 
 
@@ -222,26 +226,27 @@ def dir_size(path: Path) -> int:
 
 
 def partial_dir(out_root: Path, scene: str, tag: str) -> Path:
-    """The temporary parent a scene's bag is written in before it is renamed to OUT/<scene>."""
-    return out_root / f".{scene}.partial-{tag}"
+    """The temporary parent a scene's bag is written in before it is renamed to OUT/<scene>
+    (`.<scene>.partial-<pid>-<ns>`: fusionocc_core.tools.atomic removes it once <pid> is gone)."""
+    return out_root / f".{check_name(scene, 'scene name')}.partial-{tag}"
 
 
 def convert_scene(
-    plan: ScenePlan, out_root: Path, storage: str = "mcap", tag: str = "0", progress: Progress | None = None
+    plan: ScenePlan, out_root: Path, storage: str = "mcap", tag: str = "0", progress: Progress | None = None,
+    overwrite: bool = False,
 ) -> SceneResult:
-    """Write OUT/<scene> atomically: into a temporary directory, renamed when complete."""
-    final = out_root / plan.name
-    if final.exists():
-        raise ConvertError(f"output path {final} already exists")
+    """Write OUT/<scene> atomically: into a temporary directory, renamed when complete (replacing an
+    existing OUT/<scene> only with `overwrite`)."""
+    final = child_path(out_root, plan.name, "scene name")
+    if final.exists() and not overwrite:
+        raise OutputExistsError(exists_message(final))
     tmp_parent = partial_dir(out_root, plan.name, tag)
     t0 = time.perf_counter()
     try:
         tmp_parent.mkdir(parents=True)
         tmp_bag = tmp_parent / plan.name  # inner file names then match the final name
         n = write_bag(plan, tmp_bag, storage, progress)
-        if final.exists():
-            raise ConvertError(f"output path {final} already exists")
-        os.rename(tmp_bag, final)
+        install_output(tmp_bag, final, overwrite)
     finally:
         shutil.rmtree(tmp_parent, ignore_errors=True)
     return SceneResult(plan.name, str(final), n, plan.keyframes, dir_size(final), time.perf_counter() - t0)
@@ -266,19 +271,19 @@ def _worker_progress(n: int, nbytes: int) -> None:
     _progress_queue.put((n, nbytes))
 
 
-def _worker_convert(plan: ScenePlan, out_root: Path, storage: str, tag: str) -> SceneResult:
-    return convert_scene(plan, out_root, storage, tag, _worker_progress)
+def _worker_convert(plan: ScenePlan, out_root: Path, storage: str, tag: str, overwrite: bool) -> SceneResult:
+    return convert_scene(plan, out_root, storage, tag, _worker_progress, overwrite)
 
 
 def run_conversion(
-    plans: Sequence[ScenePlan], out_root: Path, storage: str, jobs: int, tag: str, bar: Any
+    plans: Sequence[ScenePlan], out_root: Path, storage: str, jobs: int, tag: str, bar: Any, overwrite: bool = False
 ) -> list[SceneResult]:
     """Convert every plan, in this process (jobs=1) or in `jobs` worker processes."""
     def update(n: int, nbytes: int) -> None:
         bar.update(n)
 
     if jobs <= 1 or len(plans) <= 1:
-        return [convert_scene(p, out_root, storage, tag, update) for p in plans]
+        return [convert_scene(p, out_root, storage, tag, update, overwrite) for p in plans]
 
     # fork: workers start in milliseconds and inherit the imports; spawn where fork does not exist
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
@@ -287,7 +292,7 @@ def run_conversion(
     pool = ProcessPoolExecutor(min(jobs, len(plans)), mp_context=ctx, initializer=_worker_init,
                                initargs=(progress_queue,))
     try:
-        pending: set[Future] = {pool.submit(_worker_convert, p, out_root, storage, tag) for p in plans}
+        pending: set[Future] = {pool.submit(_worker_convert, p, out_root, storage, tag, overwrite) for p in plans}
         while pending:
             done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
             _drain(progress_queue, update)
@@ -317,9 +322,9 @@ def _drain(progress_queue: Any, update: Progress) -> None:
 # --- command line ---------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ToolParser:
     """The fusionocc-convert argument parser."""
-    p = argparse.ArgumentParser(
+    p = ToolParser(
         prog=PROG,
         description="Convert nuScenes-format scenes (real nuScenes or fusionocc-synth output) into "
         "rosbag2 directories, one per scene at OUT/<scene_name>/, playable with `ros2 bag play` "
@@ -337,7 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="convert N scenes in parallel "
                    "processes (default 1)")
     p.add_argument("--out", required=True, help="output directory; each scene becomes OUT/<scene_name>/, "
-                   "which must not exist yet")
+                   "which must not exist yet (unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT/<scene_name>/ (each only once "
+                   "its new bag is complete)")
     return p
 
 
@@ -354,12 +361,12 @@ def _print_summary(results: Sequence[SceneResult], out_root: Path, load_s: float
           f"dataset loading {load_s:.2f} s)")
 
 
+@tool_main(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of fusionocc-convert; returns the process exit status."""
+    """Entry point of fusionocc-convert; exit codes as every fusionocc-* tool (fusionocc_core.cli)."""
     args = build_parser().parse_args(argv)
     if args.jobs < 1:
-        print(f"{PROG}: error: --jobs must be >= 1, got {args.jobs}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     from tqdm import tqdm
 
     out_root = Path(args.out)
@@ -372,26 +379,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.perf_counter()
         nusc = load_nuscenes(args.data_root, args.version)
         scenes = select_scenes(nusc, args.scenes)
-        for scene in scenes:
-            if (out_root / scene["name"]).exists():
-                raise ConvertError(f"output path {out_root / scene['name']} already exists")
+        table = Path(args.data_root) / args.version / "scene.json"
+        for scene in scenes:  # names from scene.json become folder names: check them all first
+            final = child_path(out_root, scene["name"], f"scene name in {table}")
+            remove_stale_partials(final)
+            if final.exists() and not args.overwrite:
+                raise OutputExistsError(exists_message(final))
         plans = [plan_scene(nusc, s, sweeps=args.sweeps) for s in scenes]
         del nusc
         load_s = time.perf_counter() - t0
         out_root.mkdir(parents=True, exist_ok=True)
         total = sum(count_messages(p) for p in plans)
         t1 = time.perf_counter()
-        with tqdm(total=total, unit="msg", desc=PROG, file=sys.stderr, dynamic_ncols=True) as bar:
-            results = run_conversion(plans, out_root, args.storage, args.jobs, tag, bar)
+        with tqdm(total=total, unit="msg", desc=PROG, file=sys.stderr, dynamic_ncols=True, disable=None) as bar:
+            results = run_conversion(plans, out_root, args.storage, args.jobs, tag, bar, args.overwrite)
         _print_summary(results, out_root, load_s, time.perf_counter() - t1)
         return 0
-    except (ConvertError, PlanError, m.PayloadError) as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"{PROG}: error: {exc.strerror or exc}{where}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; no partial bag was left in {out_root}", file=sys.stderr)
         return 130

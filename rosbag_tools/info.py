@@ -4,7 +4,6 @@ Works on any rosbag2 (MCAP or sqlite3) without ROS; rates come from each topic's
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -14,12 +13,13 @@ from typing import Sequence
 import yaml
 from rosbags.rosbag2 import Reader
 
+from fusionocc_core.cli import ToolError, ToolParser, tool_main
 from rosbag_tools.qos import is_latched
 
 PROG = "fusionocc-bag-info"
 
 
-class BagError(Exception):
+class BagError(ToolError):
     """The path is not a readable rosbag2 directory (one-line reason)."""
 
 
@@ -127,9 +127,9 @@ def format_summary(s: BagSummary) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ToolParser:
     """The fusionocc-bag-info argument parser."""
-    p = argparse.ArgumentParser(
+    p = ToolParser(
         prog=PROG,
         description="Print a rosbag2 directory's topics, types, message counts, per-topic rates "
         "(from the messages' own stamps), duration and size. No ROS install needed.",
@@ -140,14 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@tool_main(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of fusionocc-bag-info; returns the process exit status."""
+    """Entry point of fusionocc-bag-info; exit codes as every fusionocc-* tool (fusionocc_core.cli)."""
     args = build_parser().parse_args(argv)
-    try:
-        summary = summarize(args.bag, scan=not args.no_scan)
-    except BagError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
+    summary = summarize(args.bag, scan=not args.no_scan)
     print(format_summary(summary))
     return 0
 

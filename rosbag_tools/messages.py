@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fusionocc_core.classes import CLASS_NAMES, FREE_LABEL, GRID_LOWER, GRID_SHAPE, PALETTE, VOXEL_SIZE
+from fusionocc_core.cli import ToolError
 from rosbag_tools.typestore import get_store
 
 MAP_FRAME = "map"
@@ -19,7 +20,7 @@ LIDAR_FIELDS = ("x", "y", "z", "intensity", "ring")
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers
 
 
-class PayloadError(Exception):
+class PayloadError(ToolError):
     """A sensor/ground-truth file whose bytes are not what its format promises (one line)."""
 
 

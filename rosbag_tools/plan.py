@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fusionocc_core.classes import CAMERA_NAMES, LIDAR_NAME
+from fusionocc_core.cli import ToolError
 
 SENSOR_CHANNELS: tuple[str, ...] = CAMERA_NAMES + (LIDAR_NAME,)
 
 
-class PlanError(Exception):
+class PlanError(ToolError):
     """A bad dataset input; the message is one line naming the file, scene or field."""
 
 

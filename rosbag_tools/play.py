@@ -6,7 +6,6 @@ message are published as they are (rclpy's serialized publishing), with the reco
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import signal
 import sys
@@ -16,7 +15,9 @@ from typing import Any, Sequence
 
 from rosbags.rosbag2 import Reader
 
+from fusionocc_core.cli import ToolError, ToolParser, UsageError, tool_main
 from rosbag_tools.qos import replay_profile
+from rosbag_tools.reading import read_messages
 
 PROG = "fusionocc-play"
 CLOCK_PERIOD_S = 0.025  # /clock at 40 Hz between messages, as `ros2 bag play --clock` does
@@ -30,7 +31,7 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-class PlayError(Exception):
+class PlayError(ToolError):
     """A bag or message type that cannot be played (one-line reason)."""
 
 
@@ -49,8 +50,8 @@ def _open_reader(bag: Path) -> Reader:
     try:
         reader = Reader(bag)
         reader.open()
-    except Exception as exc:
-        raise PlayError(f"cannot read bag {bag}: {' '.join(str(exc).split())}") from exc
+    except Exception as exc:  # noqa: BLE001 - rosbags/yaml/zstd errors of a damaged bag
+        raise PlayError(f"cannot read bag {bag} (corrupt or truncated?): {' '.join(str(exc).split())}") from None
     return reader
 
 
@@ -111,10 +112,11 @@ def play(
             ack_timeout = Duration(seconds=-1) if wait_for_all_acked == 0 else Duration(nanoseconds=int(wait_for_all_acked * 1e9))
         total = sum(c.msgcount for c in reader.connections)
         while True:
-            bar = tqdm(total=total, unit="msg", desc=PROG, file=sys.stderr, disable=not progress, dynamic_ncols=True)
+            bar = tqdm(total=total, unit="msg", desc=PROG, file=sys.stderr, disable=(not progress) or None,
+                       dynamic_ncols=True)
             wall0: float | None = None
             bag0 = clock_ns = 0
-            for conn, stamp, raw in reader.messages():
+            for conn, stamp, raw in read_messages(reader, bag):
                 if wall0 is None:
                     wall0, bag0, clock_ns = time.monotonic(), stamp, stamp
                 due = wall0 + (stamp - bag0) * 1e-9 / rate
@@ -149,9 +151,9 @@ def play(
     return published
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ToolParser:
     """The fusionocc-play argument parser."""
-    p = argparse.ArgumentParser(
+    p = ToolParser(
         prog=PROG,
         description="Publish a rosbag2 (MCAP or sqlite3) into a live ROS 2 graph with rclpy at the "
         "recorded pace, with the recorded QoS (/tf_static latched): a stand-in for `ros2 bag play` "
@@ -174,22 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@tool_main(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of fusionocc-play; returns the process exit status."""
+    """Entry point of fusionocc-play; exit codes as every fusionocc-* tool (fusionocc_core.cli)."""
     args = build_parser().parse_args(argv)
     if not args.rate > 0:
-        print(f"{PROG}: error: --rate must be > 0, got {args.rate}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--rate must be > 0, got {args.rate}")
     if min(args.start_delay, args.wait_for_subscribers, args.wait_for_all_acked or 0.0) < 0:
-        print(f"{PROG}: error: --start-delay, --wait-for-subscribers and --wait-for-all-acked must be >= 0",
-              file=sys.stderr)
-        return 2
+        raise UsageError("--start-delay, --wait-for-subscribers and --wait-for-all-acked must be >= 0")
     bag = Path(args.bag)
-    try:
-        _open_reader(bag).close()  # fail fast, before starting DDS
-    except PlayError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
+    _open_reader(bag).close()  # fail fast, before starting DDS
 
     import rclpy
     from rclpy.signals import SignalHandlerOptions
@@ -203,12 +199,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         n = play(bag, args.rate, args.loop, args.clock, args.start_delay, args.wait_for_subscribers,
                  args.wait_for_all_acked, progress=not args.quiet)
-    except PlayError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
     finally:
         if rclpy.ok():
             rclpy.shutdown()

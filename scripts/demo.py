@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import subprocess
 import sys
 import time
@@ -56,8 +55,9 @@ def main() -> int:
         step("2/6 info files (mini_train scenes for training, a mini_val scene held out)")
         run("fusionocc-prepare", "--data-root", data, "--version", VERSION, "--split", "train", "--out", train_infos, "--quiet")
         run("fusionocc-prepare", "--data-root", data, "--version", VERSION, "--split", "val", "--out", val_infos, "--quiet")
-    with open(val_infos, "rb") as f:
-        val = pickle.load(f)["infos"]
+    from fusionocc_core.data.io import read_infos  # the allow-list loader, as every tool
+
+    val = read_infos(val_infos)["infos"]
     scene = val[0]["scene_name"]
     scene_frames = [i for i in val if i["scene_name"] == scene]
 
@@ -68,7 +68,7 @@ def main() -> int:
         if not checkpoint.exists():
             step(f"3/6 train the tiny preset for {iters} iterations on CPU")
             run("fusionocc-train", "--config", "tiny", "--data-root", data, "--infos", train_infos, "--work-dir", work,
-                "--max-iters", iters, "--device", "cpu", "--threads", "1")
+                "--max-iters", iters, "--device", "cpu", "--threads", "1", "--overwrite")  # a killed run's leftovers
     else:
         checkpoint = SHIPPED_CHECKPOINT
         step(f"3/6 model: {checkpoint.relative_to(REPO)} (set DEMO_TRAIN_ITERS=N to train one instead)")

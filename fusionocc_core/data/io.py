@@ -1,12 +1,12 @@
 """Readers for the nuScenes / Occ3D files the data layer touches, with one-line errors naming the file.
 
 Bad input (a missing file, a truncated .pcd.bin, a corrupt JPEG, a labels.npz with the wrong
-arrays) raises `DataError("<path>: <reason>")` so that tools can print it and exit non-zero.
+arrays, an info pickle that names anything but plain data) raises `DataError("<path>: <reason>")`
+so that tools can print it and exit non-zero. Info pickles load only through `safe_pickle`.
 """
 from __future__ import annotations
 
 import os
-import pickle
 import zlib
 from pathlib import Path
 from typing import Any
@@ -15,12 +15,14 @@ import cv2
 import numpy as np
 
 from fusionocc_core.classes import GRID_SHAPE
+from fusionocc_core.cli import ToolError
+from fusionocc_core.data import safe_pickle
 
 POINT_DIM = 5  # x y z intensity ring (nuScenes LIDAR_TOP .pcd.bin)
 GT_KEYS = ("semantics", "mask_lidar", "mask_camera")
 
 
-class DataError(Exception):
+class DataError(ToolError):
     """Bad or missing input data; the message is one line that names the file."""
 
 
@@ -120,14 +122,21 @@ def read_infos(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{path}: info file not found (create it with fusionocc-prepare)")
     try:
-        with open(path, "rb") as f:
-            data = pickle.load(f)
-    except Exception as exc:
-        raise DataError(f"{path}: not a readable info pickle ({type(exc).__name__})") from None
+        data = safe_pickle.load_path(path)
+    except safe_pickle.UnsafePickleError as exc:
+        raise DataError(f"{path}: not loaded, {exc}") from None
+    except MemoryError:
+        raise DataError(f"{path}: not a readable info pickle (it asks for more memory than there is)") from None
+    except Exception as exc:  # truncated / not a pickle: every unpickling failure is one line
+        detail = " ".join(str(exc).split())[:200]
+        raise DataError(f"{path}: not a readable info pickle ({type(exc).__name__}{': ' + detail if detail else ''})") from None
     if isinstance(data, list):  # a bare list of infos
         data = {"infos": data, "metadata": {}}
     if not isinstance(data, dict) or not isinstance(data.get("infos"), list):
         raise DataError(f"{path}: not an info file (expected a dict with an 'infos' list)")
     if not data["infos"]:
         raise DataError(f"{path}: the info file holds no samples")
+    for i, info in enumerate(data["infos"]):
+        if not isinstance(info, dict) or not isinstance(info.get("token"), str):
+            raise DataError(f"{path}: info {i} is not a dict with a string 'token'")
     return data

@@ -25,7 +25,6 @@ sample. Packed with `io.encode_label_map` (zlib); `io.decode_label_map(entry)` -
 """
 from __future__ import annotations
 
-import argparse
 import os
 import pickle
 import sys
@@ -38,6 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fusionocc_core.classes import CAMERA_NAMES, FREE_LABEL, LIDAR_NAME, LIDARSEG_NAME_TO_OCC
+from fusionocc_core.cli import ToolParser, tool_main
 from fusionocc_core.data import poses
 from fusionocc_core.data.io import DataError, encode_label_map, read_lidarseg, read_points
 
@@ -256,8 +256,8 @@ def write_infos(data: dict[str, Any], out: str | Path) -> Path:
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> ToolParser:
+    p = ToolParser(
         prog="fusionocc-prepare",
         description="Write a FusionOcc info pickle (sample poses, calibration, Occ3D paths, temporal "
                     "links and 2D seg labels from lidarseg) for a nuScenes root, real or synthetic.")
@@ -275,17 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@tool_main("fusionocc-prepare")
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point; returns the exit status."""
+    """Console entry point; exit codes as every fusionocc-* tool (fusionocc_core.cli)."""
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
-    try:
-        data = create_infos(args.data_root, args.version, args.split, args.scenes,
-                            imgseg=not args.no_imgseg, progress=not args.quiet)
-        write_infos(data, args.out)
-    except DataError as exc:
-        print(f"fusionocc-prepare: error: {exc}", file=sys.stderr)
-        return 1
+    data = create_infos(args.data_root, args.version, args.split, args.scenes,
+                        imgseg=not args.no_imgseg, progress=not args.quiet)
+    write_infos(data, args.out)
     infos = data["infos"]
     with_seg = sum(1 for i in infos if i["imgseg"] is not None)
     with_gt = sum(1 for i in infos if (args.data_root / i["occ_path"] / "labels.npz").is_file())

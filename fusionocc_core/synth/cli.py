@@ -1,15 +1,16 @@
 """`fusionocc-synth`: write a synthetic nuScenes + Occ3D dataset root from a random street world."""
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 from pathlib import Path
 
+from fusionocc_core.cli import ToolError, ToolParser, UsageError, tool_main
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+
+def _parser() -> ToolParser:
+    p = ToolParser(
         prog="fusionocc-synth",
         description="Generate a synthetic dataset in the exact nuScenes (v1.0 tables, 6 cameras, LIDAR_TOP, "
                     "lidarseg, maps) + Occ3D (gts/<scene>/<sample>/labels.npz) on-disk format. "
@@ -29,21 +30,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+@tool_main("fusionocc-synth")
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit code."""
+    """Entry point; exit codes as every fusionocc-* tool (fusionocc_core.cli)."""
     args = _parser().parse_args(argv)
     from fusionocc_core.synth import generate
 
     if args.workers < 1:
-        print(f"fusionocc-synth: error: --workers {args.workers}: must be >= 1", file=sys.stderr)
-        return 2
+        raise UsageError(f"--workers {args.workers}: must be >= 1")
     start = time.perf_counter()
     try:
         root = generate(args.out, scenes=args.scenes, keyframes=args.keyframes, seed=args.seed, sweeps=args.sweeps,
                         version=args.version, workers=args.workers, render_scale=args.render_scale, progress=True)
-    except (ValueError, FileExistsError, OSError) as exc:
-        print(f"fusionocc-synth: error: {exc}", file=sys.stderr)
-        return 1
+    except (ValueError, FileExistsError) as exc:
+        raise ToolError(str(exc)) from None
     elapsed = time.perf_counter() - start
     n_files = sum(1 for p in root.rglob("*") if p.is_file())
     size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())

@@ -7,7 +7,6 @@ scored with the same code as fusionocc-score.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,13 +17,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from fusionocc_core.cli import ToolError, ToolParser, UsageError, tool_main
 from fusionocc_core.config import Config, load_config
 from fusionocc_core.metrics import MASK_MODES
+from fusionocc_core.safe_paths import child_path
 from fusionocc_core.tools import score
 from fusionocc_core.tools.atomic import atomic_save_npz, atomic_write_json
 
 
-class EvalError(Exception):
+class EvalError(ToolError):
     """A fatal, user-facing evaluation problem (one line)."""
 
 
@@ -59,7 +60,7 @@ def evaluate_dataset(model: nn.Module, dataset, device: torch.device, mask: str 
                 raise EvalError("the split has no Occ3D ground truth to score against")
             for b, token in enumerate(batch["sample_tokens"]):
                 if out_dir is not None:
-                    atomic_save_npz(Path(out_dir) / f"{token}.npz", semantics=labels[b])
+                    atomic_save_npz(child_path(out_dir, token, "sample token", ".npz"), semantics=labels[b])
                 gt = score.GroundTruth(batch["voxel_semantics"][b].numpy().astype(np.uint8),
                                        batch["mask_camera"][b].numpy().astype(bool),
                                        batch["mask_lidar"][b].numpy().astype(bool))
@@ -74,7 +75,7 @@ def write_predictions(model: nn.Module, dataset, device: torch.device, out_dir: 
     tokens: list[str] = []
     for batch, labels in predict_batches(model, dataset, device, batch_size, num_workers, amp, progress):
         for b, token in enumerate(batch["sample_tokens"]):
-            atomic_save_npz(Path(out_dir) / f"{token}.npz", semantics=labels[b])
+            atomic_save_npz(child_path(out_dir, token, "sample token", ".npz"), semantics=labels[b])
             tokens.append(token)
     return tokens
 
@@ -110,8 +111,8 @@ def load_model(cfg: Config, checkpoint: Path, device: torch.device, weights: str
     return model.to(device).eval()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> ToolParser:
+    p = ToolParser(
         prog="fusionocc-eval",
         description="Run a FusionOcc checkpoint over a split with the test transform, write one "
                     "<sample_token>.npz (key 'semantics', uint8 200x200x16) per sample into --out, and score "
@@ -142,42 +143,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@tool_main("fusionocc-eval")
 def main(argv: list[str] | None = None) -> int:
+    """Console entry point; exit codes as every fusionocc-* tool (fusionocc_core.cli)."""
     args = build_parser().parse_args(argv)
     progress = False if args.no_progress else None
+    if args.batch_size < 1 or args.num_workers < 0:
+        raise UsageError("--batch-size must be >= 1 and --num-workers >= 0")
     try:
         cfg = load_config(args.config)
-        dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise EvalError("--device cuda: no CUDA device is available")
-        if args.amp and dev.type != "cuda":
-            raise EvalError("--amp needs --device cuda")
-        from fusionocc_core.data.dataset import OccDataset
-        from fusionocc_core.data.io import DataError
+    except (FileNotFoundError, ValueError) as exc:
+        raise EvalError(f"--config {args.config}: {exc}") from None
+    dev = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EvalError("--device cuda: no CUDA device is available")
+    if args.amp and dev.type != "cuda":
+        raise EvalError("--amp needs --device cuda")
+    from fusionocc_core.data.dataset import OccDataset
+    from fusionocc_core.safe_paths import check_name
 
-        try:
-            dataset = OccDataset(args.infos, args.data_root, cfg, train=False)
-        except DataError as exc:
-            raise EvalError(str(exc)) from None
-        model = load_model(cfg, args.checkpoint, dev, args.weights)
-        try:
-            tokens = write_predictions(model, dataset, dev, args.out, args.amp, progress, args.batch_size,
-                                       args.num_workers)
-        except DataError as exc:
-            raise EvalError(str(exc)) from None
-        print(f"wrote {len(tokens)} predictions to {args.out}")
-        if args.score:
-            mask = args.mask or ("camera" if cfg.data.use_mask else "none")
-            result = score_written(args.out, dataset, tokens, mask, args.rayiou, progress, args.infos)
-            if result is None:
-                print("no Occ3D ground truth for this split: predictions written, not scored")
-            else:
-                print(score.format_table(result))
-                if args.json is not None:
-                    atomic_write_json(args.json, result.to_json())
-    except (EvalError, score.ScoreError, FileNotFoundError, ValueError, OSError) as exc:
-        print(f"fusionocc-eval: error: {exc}", file=sys.stderr)
-        return 1
+    if args.out.exists() and not args.out.is_dir():
+        raise EvalError(f"--out {args.out} exists and is not a directory")
+    dataset = OccDataset(args.infos, args.data_root, cfg, train=False)
+    for info in dataset.infos:  # every output name is checked before anything is written
+        check_name(info["token"], f"sample token in {args.infos}")
+    model = load_model(cfg, args.checkpoint, dev, args.weights)
+    tokens = write_predictions(model, dataset, dev, args.out, args.amp, progress, args.batch_size, args.num_workers)
+    print(f"wrote {len(tokens)} predictions to {args.out}")
+    if args.score:
+        mask = args.mask or ("camera" if cfg.data.use_mask else "none")
+        result = score_written(args.out, dataset, tokens, mask, args.rayiou, progress, args.infos)
+        if result is None:
+            print("no Occ3D ground truth for this split: predictions written, not scored")
+        else:
+            print(score.format_table(result))
+            if args.json is not None:
+                atomic_write_json(args.json, result.to_json())
     return 0
 
 

@@ -6,8 +6,6 @@ One confusion matrix is accumulated over all samples (see fusionocc_core.metrics
 """
 from __future__ import annotations
 
-import argparse
-import pickle
 import sys
 import zipfile
 from dataclasses import dataclass, field
@@ -18,12 +16,14 @@ import numpy as np
 from tqdm import tqdm
 
 from fusionocc_core.classes import CLASS_NAMES, FREE_LABEL, GRID_SHAPE, NUM_CLASSES
+from fusionocc_core.cli import ToolError, ToolParser, tool_main
+from fusionocc_core.data.io import DataError, read_infos
 from fusionocc_core.metrics import (MASK_MODES, NUSCENES_LIDAR_ORIGIN, ConfusionAccumulator, RayIoUAccumulator,
                                     select_mask, sparseocc_origins)
 from fusionocc_core.tools.atomic import atomic_write_json
 
 
-class ScoreError(Exception):
+class ScoreError(ToolError):
     """A bad input for scoring; its message is the one-line reason shown to the user."""
 
 
@@ -154,9 +154,10 @@ def sparseocc_ray_origins(infos_path: Path) -> dict[str, np.ndarray]:
     """token -> (T, 3) ray origins the SparseOcc way (`metrics.sparseocc_origins`): the LiDAR
     positions of up to 8 key-frames of the sample's scene with |x|, |y| < 39 m, in the sample's ego frame."""
     try:
-        with open(infos_path, "rb") as f:
-            data = pickle.load(f)
-        infos = data["infos"] if isinstance(data, dict) else data
+        infos = read_infos(infos_path)["infos"]  # the allow-list loader: never runs code from the file
+    except DataError as exc:
+        raise ScoreError(f"infos {exc}") from None
+    try:
         by_scene: dict[str, list[dict]] = {}
         for info in sorted(infos, key=lambda i: i["timestamp"]):
             by_scene.setdefault(str(info["scene_token"]), []).append(info)
@@ -165,10 +166,8 @@ def sparseocc_ray_origins(infos_path: Path) -> dict[str, np.ndarray]:
             for info, frame_origins in zip(frames, sparseocc_origins(frames)):
                 origins[str(info["token"])] = frame_origins
         return origins
-    except FileNotFoundError:
-        raise ScoreError(f"infos {infos_path}: file not found") from None
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as exc:
-        raise ScoreError(f"infos {infos_path}: unreadable info pickle ({type(exc).__name__}: {exc})") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise ScoreError(f"infos {infos_path}: not a usable info file ({type(exc).__name__}: {exc})") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -252,8 +251,8 @@ def format_table(result: ScoreResult) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> ToolParser:
+    p = ToolParser(
         prog="fusionocc-score",
         description="Score occupancy predictions against Occ3D ground truth: one 18x18 confusion matrix "
                     "over all samples, IoU per class, mIoU over classes 0-16 (free excluded from the mean).")
@@ -285,21 +284,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@tool_main("fusionocc-score")
 def main(argv: list[str] | None = None) -> int:
+    """Console entry point; exit codes as every fusionocc-* tool (fusionocc_core.cli)."""
     args = build_parser().parse_args(argv)
-    try:
-        result = score_dirs(args.pred_dir, args.gt_dir, mask=args.mask, allow_missing=args.allow_missing,
-                            rayiou=args.rayiou, infos=args.infos, origin=args.origin, ray_origin=args.ray_origin,
-                            progress=False if args.quiet else None)
-        print(format_table(result))
-        if args.json is not None:
-            atomic_write_json(args.json, result.to_json())
-    except ScoreError as exc:
-        print(f"fusionocc-score: error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"fusionocc-score: error: {exc}", file=sys.stderr)
-        return 1
+    result = score_dirs(args.pred_dir, args.gt_dir, mask=args.mask, allow_missing=args.allow_missing,
+                        rayiou=args.rayiou, infos=args.infos, origin=args.origin, ray_origin=args.ray_origin,
+                        progress=False if args.quiet else None)
+    print(format_table(result))
+    if args.json is not None:
+        atomic_write_json(args.json, result.to_json())
     return 0
 
 

@@ -8,12 +8,13 @@ augmentation seeds come from the iteration count, so `--resume` continues bit-ex
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from fusionocc_core.cli import ToolError, ToolParser, UsageError, tool_main
 from fusionocc_core.config import Config, load_config
 from fusionocc_core.tools.sampling import IterationSampler, SeededSamples, seed_everything, seed_from
 from fusionocc_core.tools.schedule import ModelEMA, build_optimizer, build_scheduler
@@ -33,10 +35,44 @@ from fusionocc_core.tools.train_state import (CheckpointError, load_train_checkp
                                               save_train_checkpoint, set_rng_state)
 
 LATEST = "latest.pth"
+RUN_FILES = (LATEST, "iter_*.pth", "log.csv", "val.csv", "log.tmp", "val.tmp", f".{LATEST}.link", ".*.pth.*.tmp")
 
 
-class TrainError(Exception):
+class TrainError(ToolError):
     """A fatal, user-facing training problem (one line)."""
+
+
+def prepare_work_dir(work: Path, resume: bool, overwrite: bool, is_main: bool = True) -> None:
+    """Check the work dir before anything is built: a directory (created if missing), empty unless
+    --resume (continue) or --overwrite (the previous run's checkpoints and logs are deleted by the
+    main rank), and writable. Every problem is a one-line TrainError."""
+    work = Path(work)
+    if work.exists() and not work.is_dir():
+        raise TrainError(f"--work-dir {work} exists and is not a directory")
+    if resume and overwrite:
+        raise TrainError("--resume and --overwrite exclude each other")
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrainError(f"--work-dir {work}: cannot create it ({exc.strerror or exc})") from None
+    entries = sorted(p.name for p in work.iterdir() if not p.name.startswith(".write-test-"))  # other ranks' probes
+    if entries and not resume and not overwrite:
+        shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+        raise TrainError(f"--work-dir {work} is not empty ({shown}): pass --resume to continue that run, "
+                         "--overwrite to start over (deletes its checkpoints and logs), or choose another --work-dir")
+    try:  # writable? find out now, not after the first iteration
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=work)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise TrainError(f"--work-dir {work} is not writable ({exc.strerror or exc})") from None
+    if overwrite and is_main:
+        for pattern in RUN_FILES:
+            for old in work.glob(pattern):
+                if old.is_dir() and not old.is_symlink():
+                    shutil.rmtree(old)
+                else:
+                    old.unlink()
 
 
 @dataclass
@@ -179,6 +215,7 @@ class TrainOptions:
     checkpoint_interval: int | None = None
     log_interval: int | None = None
     keep_checkpoints: int = 2
+    overwrite: bool = False
     find_unused_parameters: bool = False
     threads: int | None = None
     progress: bool | None = None
@@ -194,6 +231,7 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
         # uses atomic float adds across threads unless deterministic algorithms are on
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
+    prepare_work_dir(Path(opts.work_dir), opts.resume, opts.overwrite, is_main=int(os.environ.get("RANK", "0")) == 0)
     info = setup_distributed(opts.device)
     if opts.amp and info.device.type != "cuda":
         raise TrainError("--amp needs --device cuda (mixed precision runs on CUDA only)")
@@ -416,8 +454,8 @@ def validate(model: nn.Module, dataset, device: torch.device, mask: str, iterati
     return {"iteration": iteration, "miou": result.miou, "mask": mask}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> ToolParser:
+    p = ToolParser(
         prog="fusionocc-train",
         description="Train FusionOcc with the reference schedule (AdamW, cosine LR with linear warm-up, grad "
                     "clip, EMA). Runs on CPU or one GPU, or under `torchrun --nproc_per_node K` with DDP "
@@ -430,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue from <work-dir>/latest.pth exactly where it stopped (same config, "
                         "--max-iters and global batch)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in a non-empty --work-dir, deleting the previous run's latest.pth, "
+                        "iter_*.pth, log.csv and val.csv first (without it, a non-empty work dir is refused)")
     p.add_argument("--max-iters", type=int, default=None,
                    help="length of the run and of the LR schedule (default: config train.max_iters)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
@@ -471,26 +512,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@tool_main("fusionocc-train")
 def main(argv: list[str] | None = None) -> int:
+    """Console entry point; exit codes as every fusionocc-* tool (fusionocc_core.cli)."""
     args = build_parser().parse_args(argv)
+    for flag in ("max_iters", "batch_size", "checkpoint_interval", "log_interval", "val_interval", "threads"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    if (args.num_workers is not None and args.num_workers < 0) or args.keep_checkpoints < 0:
+        raise UsageError("--num-workers and --keep-checkpoints must be >= 0")
     try:
         cfg = load_config(args.config)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"fusionocc-train: error: {exc}", file=sys.stderr)
-        return 1
+        raise TrainError(str(exc)) from None
     opts = TrainOptions(data_root=args.data_root, infos=args.infos, work_dir=args.work_dir, resume=args.resume,
                         max_iters=args.max_iters, device=args.device, amp=args.amp, val_infos=args.val_infos,
                         val_interval=args.val_interval, val_mask=args.val_mask, batch_size=args.batch_size,
                         num_workers=args.num_workers, seed=args.seed, checkpoint_interval=args.checkpoint_interval,
                         log_interval=args.log_interval, keep_checkpoints=args.keep_checkpoints,
-                        find_unused_parameters=args.find_unused_parameters, threads=args.threads,
+                        overwrite=args.overwrite, find_unused_parameters=args.find_unused_parameters, threads=args.threads,
                         progress=False if args.no_progress else None, deterministic=not args.nondeterministic,
                         disable_dropout=args.disable_dropout, channels_last=not args.no_channels_last)
     try:
         summary = train(cfg, opts)
-    except (TrainError, CheckpointError) as exc:
-        print(f"fusionocc-train: error: {exc}", file=sys.stderr)
-        return 1
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()

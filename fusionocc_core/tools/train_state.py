@@ -18,12 +18,13 @@ import torch
 from torch import nn
 
 from fusionocc_core import checkpoint as ckpt_io
+from fusionocc_core.cli import ToolError
 from fusionocc_core.config import Config
 
 TRAIN_STATE_VERSION = 1
 
 
-class CheckpointError(Exception):
+class CheckpointError(ToolError):
     """A checkpoint could not be written or read; the message is one line naming the file."""
 
 
