@@ -70,7 +70,7 @@ def _torch_load(path: str | Path, map_location: Any, trusted: bool) -> Any:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        unsafe = re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", str(exc), re.I)
         if unsafe:
             raise CheckpointError(
                 f"checkpoint {path}: holds a pickled {unsafe.group(1)}, not only tensors and plain data; "

@@ -32,17 +32,19 @@ def name_problem(name: object) -> str | None:
     return None
 
 
-def check_name(name: object, what: str) -> str:
-    """`name` if it is one safe path component; else UnsafeNameError naming `what` (e.g. 'scene name')."""
+def check_name(name: object, what: str, source: str | Path | None = None) -> str:
+    """`name` if it is one safe path component; else UnsafeNameError naming `what` (e.g. 'scene name')
+    and the file it came from."""
     problem = name_problem(name)
     if problem:
-        raise UnsafeNameError(f"{what} {name!r} cannot be used as a file name: it {problem}")
+        where = f" (in {source})" if source else ""
+        raise UnsafeNameError(f"{what} {name!r}{where} cannot be used as a file name: it {problem}")
     return name  # type: ignore[return-value]
 
 
-def child_path(root: str | Path, name: object, what: str, suffix: str = "") -> Path:
+def child_path(root: str | Path, name: object, what: str, suffix: str = "", source: str | Path | None = None) -> Path:
     """root / (name + suffix) after checking `name` and that the resolved path stays under root."""
-    check_name(name, what)
+    check_name(name, what, source)
     root = Path(root)
     path = root / f"{name}{suffix}"
     base = root.resolve()

@@ -381,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scenes = select_scenes(nusc, args.scenes)
         table = Path(args.data_root) / args.version / "scene.json"
         for scene in scenes:  # names from scene.json become folder names: check them all first
-            final = child_path(out_root, scene["name"], f"scene name in {table}")
+            final = child_path(out_root, scene["name"], "scene name", source=table)
             remove_stale_partials(final)
             if final.exists() and not args.overwrite:
                 raise OutputExistsError(exists_message(final))

@@ -37,7 +37,7 @@ def stamp_to_token(infos_path: Path) -> dict[int, str]:
             stamp = int(info["lidar_timestamp"]) * 1000
         except (KeyError, TypeError, ValueError):
             raise ExtractError(f"{infos_path}: info {i} has no integer 'lidar_timestamp'") from None
-        out[stamp] = check_name(info["token"], f"sample token in {infos_path}")
+        out[stamp] = check_name(info["token"], "sample token", infos_path)
     return out
 
 

@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         raise EvalError(f"--out {args.out} exists and is not a directory")
     dataset = OccDataset(args.infos, args.data_root, cfg, train=False)
     for info in dataset.infos:  # every output name is checked before anything is written
-        check_name(info["token"], f"sample token in {args.infos}")
+        check_name(info["token"], "sample token", args.infos)
     model = load_model(cfg, args.checkpoint, dev, args.weights)
     tokens = write_predictions(model, dataset, dev, args.out, args.amp, progress, args.batch_size, args.num_workers)
     print(f"wrote {len(tokens)} predictions to {args.out}")
