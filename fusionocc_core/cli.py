@@ -1,6 +1,6 @@
 """How every `fusionocc-*` tool ends: exit codes, one-line errors, and `--debug` tracebacks.
 
-Exit codes: 0 ok, 1 error, 2 usage (bad command line), 130 interrupted (Ctrl-C / SIGTERM).
+Exit codes: 0 ok, 1 error, 2 usage (bad command line), 130 interrupted (Ctrl-C).
 A user error is one line on stderr, `<prog>: error: <reason>`, never a traceback; `--debug`
 (or FUSIONOCC_DEBUG=1) adds the traceback. Tools build their parser with `ToolParser` and wrap
 their `main` with `tool_main(prog)`; their own error classes derive from `ToolError`.

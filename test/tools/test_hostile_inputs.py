@@ -246,7 +246,7 @@ CASES = [
     Case("eval-evil-checkpoint", "fusionocc-eval", lambda w, sb: eval_args(w, sb, None, evil_checkpoint(sb)),
          "holds a pickled posix.system"),
     Case("replay-evil-checkpoint", "fusionocc-replay", lambda w, sb: replay_args(w, sb, None, evil_checkpoint(sb)),
-         "holds a pickled posix.system", marks=SLOW),
+         "holds a pickled posix.system"),
     Case("score-pickled-npz", "fusionocc-score", lambda w, sb: ["--pred-dir", _s(evil_npz(w, sb)), "--gt-dir",
          _s(w.root / "gts"), "--allow-missing", "--quiet"], "Object arrays cannot be loaded"),
     # --- names from data that would write outside the output folder
@@ -275,7 +275,7 @@ CASES = [
     Case("eval-checkpoint-empty", "fusionocc-eval", lambda w, sb: eval_args(w, sb, None, file_with(sb, "c.pth", b"")),
          "not a readable PyTorch checkpoint"),
     Case("replay-checkpoint-text", "fusionocc-replay", lambda w, sb: replay_args(w, sb, None, file_with(sb, "c.pth",
-         b"hello\n")), "not a readable PyTorch checkpoint", marks=SLOW),
+         b"hello\n")), "not a readable PyTorch checkpoint"),
     # --- info files that are not info files
     Case("eval-infos-text", "fusionocc-eval", lambda w, sb: eval_args(w, sb, file_with(sb, "i.pkl", b"token,path\n")),
          "not a readable info pickle"),
@@ -302,7 +302,7 @@ CASES = [
     Case("replay-bag-truncated", "fusionocc-replay", lambda w, sb: replay_args(w, sb, bag_copy(w, sb, truncate)),
          "cannot read bag"),
     Case("replay-bag-scrambled", "fusionocc-replay", lambda w, sb: replay_args(w, sb, bag_copy(w, sb, scramble_middle)),
-         "cannot read bag", marks=SLOW),
+         "cannot read bag"),
     Case("replay-bag-missing", "fusionocc-replay", lambda w, sb: replay_args(w, sb, sb / "nowhere"), "input bag not found"),
     Case("play-bag-truncated", "fusionocc-play", lambda w, sb: [_s(bag_copy(w, sb, truncate)), "--quiet"], "cannot read bag"),
     Case("play-bag-scrambled", "fusionocc-play", lambda w, sb: [_s(bag_copy(w, sb, scramble_middle)), "--quiet",
