@@ -32,7 +32,7 @@ from fusionocc_core.safe_paths import check_name, child_path
 from fusionocc_core.tools.atomic import OutputExistsError, exists_message, install_output, remove_stale_partials
 from fusionocc_ros import topics
 from rosbag_tools import messages as m
-from rosbag_tools.plan import PlanError, ScenePlan, load_nuscenes, plan_scene, select_scenes
+from rosbag_tools.plan import ScenePlan, load_nuscenes, plan_scene, select_scenes
 from rosbag_tools.qos import offered_qos
 from rosbag_tools.typestore import VOXEL_GRID_TYPE, get_store
 

@@ -31,8 +31,7 @@ from fusionocc_core.config import Config, load_config
 from fusionocc_core.tools.sampling import IterationSampler, SeededSamples, seed_everything, seed_from
 from fusionocc_core.tools.schedule import ModelEMA, build_optimizer, build_scheduler
 from fusionocc_core.tools.sync_bn import convert_sync_batchnorm
-from fusionocc_core.tools.train_state import (CheckpointError, load_train_checkpoint, rng_state,
-                                              save_train_checkpoint, set_rng_state)
+from fusionocc_core.tools.train_state import load_train_checkpoint, rng_state, save_train_checkpoint, set_rng_state
 
 LATEST = "latest.pth"
 RUN_FILES = (LATEST, "iter_*.pth", "log.csv", "val.csv", "log.tmp", "val.tmp", f".{LATEST}.link", ".*.pth.*.tmp")
@@ -51,6 +50,8 @@ def prepare_work_dir(work: Path, resume: bool, overwrite: bool, is_main: bool = 
         raise TrainError(f"--work-dir {work} exists and is not a directory")
     if resume and overwrite:
         raise TrainError("--resume and --overwrite exclude each other")
+    if resume and not (work / LATEST).is_file():
+        raise TrainError(f"--resume: no checkpoint {work / LATEST} to resume from")
     try:
         work.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -17,7 +17,7 @@ import stat
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -232,7 +232,6 @@ def nonempty_dir(sb: Path) -> Path:
 
 
 ROS = (pytest.mark.ros,)
-SLOW = (pytest.mark.slow,)
 
 CASES = [
     # --- code execution through info pickles (the exploits) and other pickle-bearing files
