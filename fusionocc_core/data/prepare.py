@@ -228,7 +228,7 @@ def create_infos(data_root: str | Path, version: str, split: str = "all", scenes
             samples.append(sample)
             token = sample["next"]
     infos = []
-    for sample in tqdm(samples, desc="fusionocc-prepare", unit="sample", disable=not progress):
+    for sample in tqdm(samples, desc="fusionocc-prepare", unit="sample", disable=(not progress) or None):
         info = sample_info(nusc, sample, root)
         if lut is not None and info["lidarseg_path"]:
             info["imgseg"] = imgseg_for_sample(info, root, lut)
