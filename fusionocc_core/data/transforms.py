@@ -221,7 +221,7 @@ def sparse_depth_tensors(points_ego: torch.Tensor, sensor2ego: torch.Tensor, int
     dev = points_ego.device
     n = int(sensor2ego.shape[0])
     xyz = points_ego[:, :3].to(torch.float64)  # (P, 3)
-    ego2cam = torch.linalg.inv(sensor2ego.to(dev, torch.float64))  # (N, 4, 4)
+    ego2cam = torch.linalg.inv(sensor2ego.to(torch.float64)).to(dev)  # (N, 4, 4), where the matrices are (no sync)
     cam = torch.einsum("nij,pj->npi", ego2cam[:, :3, :3], xyz) + ego2cam[:, None, :3, 3]  # (N, P, 3) optical frame
     depth = cam[..., 2]  # (N, P); NaN for non-finite points, which fail every comparison below
     front = (depth >= max(depth_range[0], 1e-6)) & (depth < depth_range[1])

@@ -197,3 +197,19 @@ def test_warmup_runs_real_shapes_and_leaves_no_state(predictor):
     runs = predictor.backbone_runs
     predictor.predict(frame_set(6, 9_500, []))
     assert predictor.backbone_runs == runs + 1
+
+
+def test_gemm_weights_stored_in_the_autocast_dtype_give_the_same_output():
+    # what the Predictor does on CUDA for bf16/fp16, checked under CPU autocast: identical logits
+    from fusionocc_core.predictor import _store_gemm_weights_in
+
+    torch.manual_seed(0)
+    model = build_model(load_config("tiny")).eval()
+    batch = Predictor("tiny", seed=0).make_batch(frame_set(3, 4_000, []))[0]
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = model(batch)["occ_logits"].float()
+        _store_gemm_weights_in(model, torch.bfloat16)
+        got = model(batch)["occ_logits"].float()
+    assert any(p.dtype == torch.bfloat16 for p in model.parameters())
+    assert any(p.dtype == torch.float32 for p in model.parameters())  # norms stay fp32
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
