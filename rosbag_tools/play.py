@@ -13,11 +13,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from rosbags.rosbag2 import Reader
-
 from fusionocc_core.cli import ToolError, ToolParser, UsageError, tool_main
 from rosbag_tools.qos import replay_profile
-from rosbag_tools.reading import read_messages
+from rosbag_tools.reading import open_reader, read_messages
 
 PROG = "fusionocc-play"
 CLOCK_PERIOD_S = 0.025  # /clock at 40 Hz between messages, as `ros2 bag play --clock` does
@@ -43,16 +41,6 @@ def message_class(msgtype: str) -> Any:
     except (ValueError, ImportError, AttributeError) as exc:
         raise PlayError(f"message type {msgtype} is not available to rclpy ({type(exc).__name__}: {exc})") from exc
 
-
-def _open_reader(bag: Path) -> Reader:
-    if not (bag / "metadata.yaml").is_file():
-        raise PlayError(f"{bag} is not a rosbag2 directory (no metadata.yaml)")
-    try:
-        reader = Reader(bag)
-        reader.open()
-    except Exception as exc:  # noqa: BLE001 - rosbags/yaml/zstd errors of a damaged bag
-        raise PlayError(f"cannot read bag {bag} (corrupt or truncated?): {' '.join(str(exc).split())}") from None
-    return reader
 
 
 def _time_msg(stamp_ns: int) -> Any:
@@ -86,7 +74,7 @@ def play(
 
     from tqdm import tqdm
 
-    reader = _open_reader(Path(bag))
+    reader = open_reader(Path(bag))
     node = rclpy.create_node("fusionocc_play")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
@@ -185,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if min(args.start_delay, args.wait_for_subscribers, args.wait_for_all_acked or 0.0) < 0:
         raise UsageError("--start-delay, --wait-for-subscribers and --wait-for-all-acked must be >= 0")
     bag = Path(args.bag)
-    _open_reader(bag).close()  # fail fast, before starting DDS
+    open_reader(bag).close()  # fail fast, before starting DDS
 
     import rclpy
     from rclpy.signals import SignalHandlerOptions

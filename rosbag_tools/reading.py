@@ -26,9 +26,9 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
-@contextmanager
-def open_bag(bag: str | Path) -> Iterator[Reader]:
-    """An open rosbags Reader of `bag`; a missing, truncated or corrupt bag is a BagReadError."""
+def open_reader(bag: str | Path) -> Reader:
+    """An opened rosbags Reader of `bag` (the caller closes it); a missing, truncated or corrupt bag
+    is a BagReadError."""
     bag = Path(bag)
     if not bag.exists():
         raise BagReadError(f"bag {bag} does not exist")
@@ -39,6 +39,13 @@ def open_bag(bag: str | Path) -> Iterator[Reader]:
         reader.open()
     except Exception as exc:  # noqa: BLE001 - rosbags/yaml/zstd errors of a damaged bag
         raise BagReadError(f"cannot read bag {bag} (corrupt or truncated?): {_reason(exc)}") from None
+    return reader
+
+
+@contextmanager
+def open_bag(bag: str | Path) -> Iterator[Reader]:
+    """`open_reader` as a context manager that closes the bag."""
+    reader = open_reader(bag)
     try:
         yield reader
     finally:

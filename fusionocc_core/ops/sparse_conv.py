@@ -126,6 +126,17 @@ def linear_keys(indices: torch.Tensor, spatial_shape: Triple) -> torch.Tensor:
     return ((indices[:, 0] * X + indices[:, 1]) * Y + indices[:, 2]) * Z + indices[:, 3]
 
 
+def unravel_keys(keys: torch.Tensor, spatial_shape: Triple) -> torch.Tensor:
+    """The inverse of `linear_keys`: (M,) keys -> (M, 4) [b, x, y, z] rows."""
+    out = torch.empty(keys.shape[0], 4, dtype=torch.long, device=keys.device)
+    rest = keys
+    for a, size in ((3, spatial_shape[2]), (2, spatial_shape[1]), (1, spatial_shape[0])):
+        out[:, a] = rest % size
+        rest = rest // size
+    out[:, 0] = rest
+    return out
+
+
 def _kernel_offsets(kernel_size: Triple) -> list[Triple]:
     """All kernel positions (kx, ky, kz) in C order (the flattened weight's row order)."""
     return list(itertools.product(*(range(k) for k in kernel_size)))  # type: ignore[arg-type]
@@ -201,13 +212,7 @@ def build_strided_rulebook(
     uniq, inverse = torch.unique(torch.cat(cand_keys), return_inverse=True)  # (M',), (P,)
     out_rows = torch.split(inverse, counts)
     pairs = list(zip(cand_rows, out_rows))
-    out_indices = torch.empty(uniq.shape[0], 4, dtype=torch.long, device=dev)
-    rest = uniq
-    for a, size in ((3, out_shape[2]), (2, out_shape[1]), (1, out_shape[0])):
-        out_indices[:, a] = rest % size
-        rest = rest // size
-    out_indices[:, 0] = rest
-    result = (Rulebook(pairs, int(uniq.shape[0])), out_indices, out_shape)
+    result = (Rulebook(pairs, int(uniq.shape[0])), unravel_keys(uniq, out_shape), out_shape)
     x.cache[key] = result
     return result  # type: ignore[return-value]
 
@@ -297,12 +302,7 @@ def build_strided_table(x: SparseTensor, kernel_size: Triple, stride: Triple, pa
     sentinel = x.batch_size * math.prod(out_shape)  # one past every real key; always present
     cand = torch.where(ok, linear_keys(out.reshape(-1, 4), out_shape).view(ok.shape), sentinel)
     uniq = torch.unique(torch.cat([cand.reshape(-1), cand.new_full((1,), sentinel)]))[:-1]  # (M',) sorted
-    out_indices = torch.empty(uniq.shape[0], 4, dtype=torch.long, device=dev)
-    rest = uniq
-    for a, size in ((3, out_shape[2]), (2, out_shape[1]), (1, out_shape[0])):
-        out_indices[:, a] = rest % size
-        rest = rest // size
-    out_indices[:, 0] = rest
+    out_indices = unravel_keys(uniq, out_shape)
     src = out_indices.unsqueeze(1) * s - p + deltas  # (M', K, 4) input site of each offset
     result = (NeighbourTable(_lookup(x, src), x.indices.shape[0]), out_indices, out_shape)
     x.cache[key] = result

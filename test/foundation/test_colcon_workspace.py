@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from repo_copy import copy_repo
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -21,21 +21,6 @@ ROS2_RUN_NODE = ("ros2 run fusionocc_ros occupancy_node --ros-args --params-file
 ROS2_RUN_REPLAY = "ros2 run fusionocc_ros fusionocc-replay --help"
 
 
-def _copy_repo(dst: Path) -> None:
-    """Copy what a clone holds (tracked + untracked-not-ignored files) into dst."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                           check=True, capture_output=True).stdout.split(b"\0")
-    for rel in filter(None, (f.decode() for f in files)):
-        src = REPO / rel
-        if not src.exists() and not src.is_symlink():
-            continue
-        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-        if src.is_symlink():
-            os.symlink(os.readlink(src), dst / rel)
-        else:
-            shutil.copy2(src, dst / rel)
-
-
 @pytest.mark.slow
 @pytest.mark.ros
 def test_readme_colcon_command_builds_both_packages(tmp_path: Path) -> None:
@@ -43,7 +28,7 @@ def test_readme_colcon_command_builds_both_packages(tmp_path: Path) -> None:
     assert COLCON_BUILD in readme, "README's colcon command changed"
     assert ROS2_RUN_NODE in readme and ROS2_RUN_REPLAY in readme, "README's ros2 run lines changed"
     ws = tmp_path / "ws"
-    _copy_repo(ws / "src" / "fusionocc_ros")
+    copy_repo(ws / "src" / "fusionocc_ros")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AMENT_", "COLCON_", "_ROS_WHEELS"))}
     env.update(PATH=f"{VENV_BIN}:{env['PATH']}", AMENT_PREFIX_PATH=str(VENV), CMAKE_PREFIX_PATH=str(VENV))
 

@@ -12,24 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from repo_copy import copy_repo
 
 REPO = Path(__file__).resolve().parents[2]
 VENV = Path(sys.executable).parent.parent
-
-
-def _copy_repo(dst: Path) -> None:
-    """What a clone holds (tracked + untracked-not-ignored files): the wheel builds from a clean tree."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                           check=True, capture_output=True).stdout.split(b"\0")
-    for rel in filter(None, (f.decode() for f in files)):
-        src = REPO / rel
-        if not src.exists() and not src.is_symlink():
-            continue
-        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-        if src.is_symlink():
-            os.symlink(os.readlink(src), dst / rel)
-        else:
-            shutil.copy2(src, dst / rel)
 
 
 def _run(cmd: list[str] | str, **kw) -> subprocess.CompletedProcess:
@@ -42,7 +28,7 @@ def _run(cmd: list[str] | str, **kw) -> subprocess.CompletedProcess:
 @pytest.mark.ros
 def test_wheel_installed_without_editable_runs_convert_and_replay(tmp_path: Path) -> None:
     src, dist, fresh, work = tmp_path / "src", tmp_path / "dist", tmp_path / "venv", tmp_path / "work"
-    _copy_repo(src)
+    copy_repo(src)
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(src)])
     (wheel,) = dist.glob("fusionocc_ros-*.whl")
     import zipfile
