@@ -8,8 +8,11 @@ Steps, each skipped when its output already exists (delete demo_output/ to start
                           iterations on the demo's own training scenes
   4. fusionocc-convert    the held-out scene -> rosbag2 (MCAP)
   5. live graph           fusionocc-node + fusionocc-record, fed by fusionocc-play over loopback DDS
-  6. score + picture      fusionocc-bag-extract -> fusionocc-score; predicted vs ground truth BEV
-Leaves demo_output/occupancy.png, demo_output/score.json and demo_output/occupancy_bag/.
+  6. score + pictures     fusionocc-bag-extract -> fusionocc-score (score.json: mIoU and per-class
+                          IoU over the camera mask); one key-frame drawn predicted vs ground truth,
+                          as a top view and a low oblique 3D view, unscored voxels faded on both
+Leaves demo_output/occupancy.png, demo_output/occupancy_3d.png, demo_output/score.json and
+demo_output/occupancy_bag/.
 """
 from __future__ import annotations
 
@@ -104,18 +107,23 @@ def main() -> int:
     run("fusionocc-score", "--pred-dir", preds, "--gt-dir", data / "gts", "--mask", "camera", "--allow-missing",
         "--json", OUT / "score.json")
 
-    import numpy as np
+    from fusionocc_core.tools.score import load_ground_truth, load_prediction
+    from fusionocc_core.viz import save_comparison, save_oblique_comparison
 
-    from fusionocc_core.viz import save_comparison
-
-    shown = scene_frames[len(scene_frames) // 2]
-    pred = np.load(preds / f"{shown['token']}.npz")["semantics"]
-    gt = np.load(data / shown["occ_path"] / "labels.npz")["semantics"]
-    save_comparison([("predicted (live node)", pred), ("ground truth (Occ3D format)", gt)], OUT / "occupancy.png",
-                    title=f"{scene}, sample {shown['token'][:8]}")
     score = json.loads((OUT / "score.json").read_text())
+    predicted = [f for f in scene_frames if (preds / f"{f['token']}.npz").exists()]  # the node may drop one
+    shown = predicted[len(predicted) // 2]
+    pred = load_prediction(preds / f"{shown['token']}.npz")
+    gt = load_ground_truth(data / shown["occ_path"] / "labels.npz", mask="camera")
+    picture = dict(title=f"{scene}, key-frame {scene_frames.index(shown) + 1}/{len(scene_frames)} "
+                         f"(sample {shown['token'][:8]})",
+                   names=("predicted (live node, tiny model)", "ground truth (Occ3D format)"),
+                   scene_miou=score["miou"], scene_samples=score["num_samples"])
+    top = save_comparison(pred, gt.semantics, gt.mask_camera, OUT / "occupancy.png", **picture)
+    save_oblique_comparison(pred, gt.semantics, gt.mask_camera, OUT / "occupancy_3d.png", **picture)
+    print(top.caption)
     print(f"\ndemo: done in {time.monotonic() - t0:.0f} s - mIoU {score['miou']:.2f} over {score['num_samples']} "
-          f"key-frames; see demo_output/occupancy.png, demo_output/score.json, demo_output/occupancy_bag/")
+          f"key-frames; see demo_output/occupancy.png, occupancy_3d.png, score.json, occupancy_bag/")
     return 0
 
 
