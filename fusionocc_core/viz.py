@@ -25,6 +25,8 @@ HATCH_PERIOD, HATCH_WIDTH = 10, 2  # pixels, diagonal lines
 EGO_RGB = np.array([20, 20, 20], dtype=np.uint8)
 EGO_BOX_M = ((-0.8, 3.6), (-0.9, 0.9), (0.0, 1.6))  # the ego car marker (x, y, z) in the ego frame
 BACKGROUND = 255
+FACE_SHADE = np.array([0.80, 0.64, 1.0])  # 3D view: brightness of x-, y- and z-facing cube faces
+SPLAT_CHUNK = 65536  # 3D view: cubes splatted at a time (bounds memory)
 # PALETTE faded toward grey: FADED_PALETTE[label] is the colour of an unscored voxel of that class.
 FADED_PALETTE: np.ndarray = np.round(UNSEEN_FADE * UNSEEN_GREY + (1 - UNSEEN_FADE) * PALETTE).astype(np.uint8)
 FADED_PALETTE.setflags(write=False)
@@ -149,10 +151,6 @@ def cube_stencil(camera: ObliqueCamera, half_m: float) -> tuple[np.ndarray, np.n
     t_near, t_far = np.minimum(t1, t2), np.maximum(t1, t2)
     hit = t_near.max(axis=1) <= t_far.min(axis=1)
     return (np.stack([dc, dr], 1)[hit], t_near.max(axis=1)[hit], np.argmax(t_near, axis=1)[hit])
-
-
-FACE_SHADE = np.array([0.80, 0.64, 1.0])  # brightness of x-, y- and z-facing faces
-SPLAT_CHUNK = 65536  # cubes splatted at a time
 
 
 def oblique_view_rgb(labels: np.ndarray, mask: np.ndarray | None = None, width: int = 760, height: int = 410,
