@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fusionocc_core.classes import CLASS_NAMES, FREE_LABEL, GRID_LOWER, GRID_SHAPE, PALETTE, VOXEL_SIZE
+from fusionocc_core.classes import FREE_LABEL, GRID_SHAPE
 from fusionocc_core.cli import ToolError
 from rosbag_tools.typestore import get_store
 
@@ -156,30 +156,3 @@ def load_gt_labels(path: str) -> np.ndarray:
     if labels.size and int(labels.max()) > FREE_LABEL:
         raise PayloadError(f"ground truth {path}: label {int(labels.max())} > {FREE_LABEL}")
     return np.ascontiguousarray(labels, dtype=np.uint8)
-
-
-def voxel_grid(stamp_ns: int, frame: str, labels: np.ndarray) -> Any:
-    """fusionocc_msgs/SemanticVoxelGrid for an Occ3D (200, 200, 16) label array, C-order [x][y][z]."""
-    t = _types()
-    colors = [
-        t["std_msgs/msg/ColorRGBA"](r=float(r) / 255.0, g=float(g) / 255.0, b=float(b) / 255.0, a=1.0)
-        for r, g, b in PALETTE
-    ]
-    origin = t["geometry_msgs/msg/Pose"](
-        position=t["geometry_msgs/msg/Point"](x=GRID_LOWER[0], y=GRID_LOWER[1], z=GRID_LOWER[2]),
-        orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0),
-    )
-    sx, sy, sz = labels.shape
-    return t["fusionocc_msgs/msg/SemanticVoxelGrid"](
-        header=header(stamp_ns, frame),
-        origin=origin,
-        resolution=float(VOXEL_SIZE),
-        size_x=sx,
-        size_y=sy,
-        size_z=sz,
-        class_names=list(CLASS_NAMES),
-        class_colors=colors,
-        free_label=FREE_LABEL,
-        labels=np.ascontiguousarray(labels, dtype=np.uint8).reshape(-1),
-        confidence=np.zeros(0, np.uint8),
-    )
