@@ -173,7 +173,7 @@ def scene_messages(plan: ScenePlan) -> Iterator[tuple[str, int, Any]]:
             yield TOPIC_LIDAR, r.stamp_ns, m.lidar_cloud(r.stamp_ns, frame, _read(r.path), r.path)
         else:  # camera: CameraInfo then CompressedImage, same stamp and frame
             jpeg = _read(r.path)
-            width, height = m.jpeg_size(jpeg, r.path)
+            height, width = m.jpeg_size(jpeg, r.path)
             intrinsic = plan.calibrations[r.channel].intrinsic
             yield info_topic(r.channel), r.stamp_ns, m.camera_info(r.stamp_ns, frame, intrinsic, width, height)
             yield image_topic(r.channel), r.stamp_ns, m.compressed_image(r.stamp_ns, frame, jpeg)
