@@ -17,12 +17,12 @@ over voxels: building the 50k-voxel MarkerArray is a few numpy passes plus one b
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
 
-from fusionocc_core.classes import CLASS_INDEX, CLASS_NAMES, FREE_LABEL, GRID_LOWER, GRID_SHAPE, NUM_CLASSES, PALETTE, VOXEL_SIZE
+from fusionocc_core.classes import CLASS_INDEX, CLASS_NAMES, FREE_LABEL, NUM_CLASSES, PALETTE
+from fusionocc_core.config import GridConfig
 from fusionocc_ros.cdr import header, serialize
 from fusionocc_ros.conversions import FLOAT32, UINT8, ns_to_sec_nsec
 from rosbag_tools.typestore import VOXEL_GRID_TYPE
@@ -33,38 +33,13 @@ CUBE_LIST = 6  # visualization_msgs/Marker type
 ADD, DELETEALL = 0, 3  # visualization_msgs/Marker actions
 
 
-@dataclass(frozen=True)
-class GridSpec:
-    """Where voxel (i, j, k) sits: centre = lower + (index + 0.5) * voxel_size, in the ego frame."""
-
-    lower: tuple[float, float, float] = GRID_LOWER
-    voxel_size: float = VOXEL_SIZE
-    shape: tuple[int, int, int] = GRID_SHAPE
-
-    @classmethod
-    def from_config(cls, grid: Any) -> "GridSpec":
-        """From fusionocc_core.config.GridConfig (cubic voxels required)."""
-        sizes = set(grid.voxel_size)
-        if len(sizes) != 1:
-            raise ValueError(f"voxels must be cubic for the voxel message, got {grid.voxel_size}")
-        return cls(tuple(grid.lower), float(sizes.pop()), tuple(grid.shape))
-
-    def centers(self, flat_index: np.ndarray, dtype: type = np.float64) -> np.ndarray:
-        """(n,) flat C-order indices -> (n, 3) voxel centres (per-axis lookup tables, no loop over voxels)."""
-        _, size_y, size_z = self.shape
-        i, rest = np.divmod(flat_index, size_y * size_z)
-        j, k = np.divmod(rest, size_z)
-        out = np.empty((flat_index.size, 3), dtype)
-        for axis, idx in enumerate((i, j, k)):
-            table = self.lower[axis] + (np.arange(self.shape[axis]) + 0.5) * self.voxel_size  # (size,) float64
-            out[:, axis] = table[idx]
-        return out
-
-    def check(self, labels: np.ndarray) -> np.ndarray:
-        if not isinstance(labels, np.ndarray) or labels.dtype != np.uint8 or labels.shape != tuple(self.shape):
-            got = f"{labels.dtype} {labels.shape}" if isinstance(labels, np.ndarray) else type(labels).__name__
-            raise ValueError(f"labels must be uint8 {tuple(self.shape)}, got {got}")
-        return labels
+def cubic_voxel_size(grid: GridConfig) -> float:
+    """The edge of the grid's voxels; ValueError unless they are cubes (a marker scale and the
+    voxel message's `resolution` hold one size)."""
+    sizes = set(grid.voxel_size)
+    if len(sizes) != 1:
+        raise ValueError(f"voxels must be cubic for the output messages, got {grid.voxel_size}")
+    return float(sizes.pop())
 
 
 def class_mask(classes: Iterable[str | int] | None = None) -> np.ndarray:
@@ -134,7 +109,7 @@ class MarkerArrayEncoder:
         lifetime_s: float = 1.0,
         frame_locked: bool = False,
         delete_all: bool = True,
-        grid: GridSpec = GridSpec(),
+        grid: GridConfig | None = None,
     ):
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -146,11 +121,12 @@ class MarkerArrayEncoder:
         self.lifetime = _time(int(round(lifetime_s * 1e9)))
         self.frame_locked = bool(frame_locked)
         self.delete_all = bool(delete_all)
-        self.grid = grid
+        self.grid = grid or GridConfig()
+        self.voxel_size = cubic_voxel_size(self.grid)
 
     def groups(self, labels: np.ndarray) -> list[tuple[int, np.ndarray]]:
         """[(class, (n, 3) float64 centres)] for the drawn classes present, in class order."""
-        index, _, counts = occupied_voxels(self.grid.check(labels), self.mask)
+        index, _, counts = occupied_voxels(self.grid.check_labels(labels), self.mask)
         centers = self.grid.centers(index)  # (n, 3), grouped by class
         bounds = np.concatenate([[0], np.cumsum(counts)])
         return [(c, centers[bounds[c] : bounds[c + 1]]) for c in range(NUM_CLASSES) if counts[c]]
@@ -161,7 +137,7 @@ class MarkerArrayEncoder:
         out: list[dict[str, Any]] = []
         if self.delete_all:
             out.append({"header": head, "action": DELETEALL, "pose": IDENTITY_POSE})
-        size = float(self.grid.voxel_size)
+        size = self.voxel_size
         for c, centers in self.groups(labels):
             out.append({
                 "header": head, "ns": CLASS_NAMES[c], "id": c, "type": CUBE_LIST, "action": ADD,
@@ -182,9 +158,10 @@ class MarkerArrayEncoder:
 class VoxelGridEncoder:
     """fusionocc_msgs/SemanticVoxelGrid with the class table of fusionocc_core.classes."""
 
-    def __init__(self, frame_id: str = "base_link", grid: GridSpec = GridSpec()):
+    def __init__(self, frame_id: str = "base_link", grid: GridConfig | None = None):
         self.frame_id = frame_id
-        self.grid = grid
+        self.grid = grid or GridConfig()
+        self.voxel_size = cubic_voxel_size(self.grid)
         self.colors = _colors_rgba(1.0)
 
     def value(self, labels: np.ndarray, stamp_ns: int, confidence: np.ndarray | None = None) -> dict[str, Any]:
@@ -193,13 +170,13 @@ class VoxelGridEncoder:
         return {
             "header": header(stamp_ns, self.frame_id),
             "origin": {"position": {"x": x, "y": y, "z": z}, "orientation": {"w": 1.0}},
-            "resolution": float(self.grid.voxel_size),
+            "resolution": self.voxel_size,
             "size_x": int(self.grid.shape[0]), "size_y": int(self.grid.shape[1]), "size_z": int(self.grid.shape[2]),
             "class_names": list(CLASS_NAMES),
             "class_colors": self.colors,  # (18, 4) float32 rows of std_msgs/ColorRGBA
             "free_label": FREE_LABEL,
-            "labels": self.grid.check(labels).reshape(-1),
-            "confidence": np.zeros(0, np.uint8) if confidence is None else self.grid.check(confidence).reshape(-1),
+            "labels": self.grid.check_labels(labels).reshape(-1),
+            "confidence": np.zeros(0, np.uint8) if confidence is None else self.grid.check_labels(confidence).reshape(-1),
         }
 
     def encode(self, labels: np.ndarray, stamp_ns: int, confidence: np.ndarray | None = None) -> bytes:
@@ -225,15 +202,16 @@ def packed_rgb() -> np.ndarray:
 class PointCloudEncoder:
     """sensor_msgs/PointCloud2 (x y z rgb label, point_step 20) at the drawn voxel centres."""
 
-    def __init__(self, frame_id: str = "base_link", classes: Iterable[str | int] | None = None, grid: GridSpec = GridSpec()):
+    def __init__(self, frame_id: str = "base_link", classes: Iterable[str | int] | None = None, grid: GridConfig | None = None):
         self.frame_id = frame_id
         self.mask = class_mask(classes)
-        self.grid = grid
+        self.grid = grid or GridConfig()
+        self.voxel_size = cubic_voxel_size(self.grid)
         self.rgb = packed_rgb()
 
     def points(self, labels: np.ndarray) -> np.ndarray:
         """(n,) CLOUD_DTYPE records of the drawn voxels."""
-        index, lab, _ = occupied_voxels(self.grid.check(labels), self.mask)
+        index, lab, _ = occupied_voxels(self.grid.check_labels(labels), self.mask)
         rows = np.empty((index.size, 5), np.float32)  # x y z rgb label: 20 bytes per point
         rows[:, :3] = self.grid.centers(index, np.float32)
         rows[:, 3] = self.rgb[lab]

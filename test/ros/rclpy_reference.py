@@ -34,7 +34,7 @@ def marker_array(enc: Any, labels: np.ndarray, stamp_ns: int) -> Any:
         m = Marker(ns=CLASS_NAMES[c], id=c, type=Marker.CUBE_LIST, action=Marker.ADD)
         m.header.stamp, m.header.frame_id = _stamp(stamp_ns), enc.frame_id
         m.pose.orientation.w = 1.0
-        m.scale.x = m.scale.y = m.scale.z = float(enc.grid.voxel_size)
+        m.scale.x = m.scale.y = m.scale.z = enc.voxel_size
         r, g, b, a = (float(v) for v in enc.colors[c])
         m.color = ColorRGBA(r=r, g=g, b=b, a=a)
         m.lifetime = Duration(sec=enc.lifetime["sec"], nanosec=enc.lifetime["nanosec"])
@@ -53,13 +53,13 @@ def voxel_grid(enc: Any, labels: np.ndarray, stamp_ns: int, confidence: np.ndarr
     msg.header.stamp, msg.header.frame_id = _stamp(stamp_ns), enc.frame_id
     msg.origin.position.x, msg.origin.position.y, msg.origin.position.z = map(float, enc.grid.lower)
     msg.origin.orientation.w = 1.0
-    msg.resolution = float(np.float32(enc.grid.voxel_size))  # the wire type is float32
+    msg.resolution = float(np.float32(enc.voxel_size))  # the wire type is float32
     msg.size_x, msg.size_y, msg.size_z = map(int, enc.grid.shape)
     msg.class_names = list(CLASS_NAMES)
     msg.class_colors = [ColorRGBA(r=float(r), g=float(g), b=float(b), a=float(a)) for r, g, b, a in enc.colors]
     msg.free_label = FREE_LABEL
-    msg.labels = enc.grid.check(labels).tobytes()
-    msg.confidence = b"" if confidence is None else enc.grid.check(confidence).tobytes()
+    msg.labels = enc.grid.check_labels(labels).tobytes()
+    msg.confidence = b"" if confidence is None else enc.grid.check_labels(confidence).tobytes()
     return msg
 
 

@@ -17,7 +17,6 @@ from fusionocc_msgs.msg import SemanticVoxelGrid
 from fusionocc_ros.conversions import pointcloud2_to_xyzir, voxel_grid_to_labels
 from fusionocc_ros.encoders import (
     CLOUD_DTYPE,
-    GridSpec,
     MarkerArrayEncoder,
     PointCloudEncoder,
     RateLimiter,
@@ -135,8 +134,24 @@ def test_point_cloud_bytes_equal_rclpy_message_and_content():
     np.testing.assert_array_equal(np.stack([rgb >> 16, (rgb >> 8) & 255, rgb & 255], 1), PALETTE[rec["label"]])
 
 
-def test_grid_from_config_matches_the_default_grid():
-    assert GridSpec.from_config(load_config("tiny").grid) == GridSpec()
+def test_encoders_take_the_grid_from_the_config():
+    """One grid definition: the presets' GridConfig is the Occ3D grid the encoders default to, and
+    a different grid changes the messages (origin, size, centres); non-cubic voxels are refused."""
+    from fusionocc_core.config import GridConfig
+
+    assert load_config("tiny").grid == GridConfig()
+    labels = random_labels(500)
+    assert VoxelGridEncoder(grid=load_config("tiny").grid).encode(labels, STAMP) == VoxelGridEncoder().encode(labels, STAMP)
+    small = GridConfig(x=(0.0, 2.0, 0.5), y=(-1.0, 1.0, 0.5), z=(0.0, 1.0, 0.5))
+    grid = np.full((4, 4, 2), FREE_LABEL, np.uint8)
+    grid[3, 0, 1] = 4
+    msg = deserialize_message(VoxelGridEncoder(grid=small).encode(grid, STAMP), SemanticVoxelGrid)
+    assert (msg.size_x, msg.size_y, msg.size_z, msg.resolution) == (4, 4, 2, 0.5)
+    assert (msg.origin.position.x, msg.origin.position.y, msg.origin.position.z) == (0.0, -1.0, 0.0)
+    (car,) = deserialize_message(MarkerArrayEncoder(grid=small).encode(grid, STAMP), MarkerArray).markers[1:]
+    assert [(p.x, p.y, p.z) for p in car.points] == [(1.75, -0.75, 0.75)] and car.scale.x == 0.5
+    with pytest.raises(ValueError, match="cubic"):
+        PointCloudEncoder(grid=GridConfig(z=(-1.0, 5.4, 0.2)))
 
 
 @pytest.mark.ros
