@@ -11,7 +11,7 @@ and the converter (ground truth) all publish/write through them.
                        name, id = class index, class colour, scale = voxel size, lifetime set)
   VoxelGridEncoder     fusionocc_msgs/SemanticVoxelGrid (dense labels, optional confidence)
   PointCloudEncoder    sensor_msgs/PointCloud2 x y z rgb label of the occupied voxel centres
-  RateLimiter          stamp-based throttle for an output (e.g. markers at 1-2 Hz for rviz)
+  RateLimiter          time-based throttle for an output (the node's marker rate limit)
 Voxels with the free label, or of classes outside the class filter, are never drawn. No loops
 over voxels: building the 50k-voxel MarkerArray is a few numpy passes plus one bytes join.
 """
@@ -240,9 +240,9 @@ class PointCloudEncoder:
 
 
 class RateLimiter:
-    """Throttle an output by message stamps (deterministic in replay): let a stamp through when
-    at least 1 / max_rate_hz has passed since the last one let through; 0 Hz = no limit. A stamp
-    going backwards (a looping bag, a time reset) is let through and restarts the count."""
+    """Throttle an output by a time in ns (the node passes its clock, sim time under a bag): let a
+    time through when at least 1 / max_rate_hz has passed since the last one let through; 0 Hz =
+    no limit. A time going backwards (a looping bag, a time reset) is let through and restarts."""
 
     def __init__(self, max_rate_hz: float):
         if not max_rate_hz >= 0:

@@ -29,7 +29,7 @@ import bisect
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -319,8 +319,3 @@ class TfBuffer:
         for child in chain[1]:
             root_from_target = self._edges[child].at(t, child, self.tolerance_ns) @ root_from_target
         return invert(root_from_target) @ root_from_source
-
-
-def missing_transforms(buffer: TfBuffer, pairs: Iterable[tuple[str, str]]) -> list[str]:
-    """The (target, source) pairs not yet connected in `buffer`, as 'target<-source' (start-up gate)."""
-    return [f"{t}<-{s}" for t, s in pairs if buffer.latest_stamp(t, s) is None]
