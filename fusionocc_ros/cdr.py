@@ -189,6 +189,11 @@ def _write_fields(w: CdrWriter, typename: str, value: Mapping[str, Any]) -> None
         _write(w, node, value.get(name))
 
 
+def prepare(typename: str) -> None:
+    """Load the definitions now (the typestore parses .msg text once, ~0.1 s), not on the first frame."""
+    _zero_message(typename, 0)
+
+
 def serialize(typename: str, value: Mapping[str, Any]) -> bytes:
     """CDR bytes of one `typename` message (e.g. 'visualization_msgs/msg/MarkerArray') from a dict."""
     w = CdrWriter()

@@ -23,7 +23,7 @@ import numpy as np
 
 from fusionocc_core.classes import CLASS_INDEX, CLASS_NAMES, FREE_LABEL, NUM_CLASSES, PALETTE
 from fusionocc_core.config import GridConfig
-from fusionocc_ros.cdr import header, serialize
+from fusionocc_ros.cdr import header, prepare, serialize
 from fusionocc_ros.conversions import FLOAT32, UINT8, ns_to_sec_nsec
 from rosbag_tools.typestore import VOXEL_GRID_TYPE
 
@@ -123,6 +123,7 @@ class MarkerArrayEncoder:
         self.delete_all = bool(delete_all)
         self.grid = grid or GridConfig()
         self.voxel_size = cubic_voxel_size(self.grid)
+        prepare(MARKER_ARRAY_TYPE)
 
     def groups(self, labels: np.ndarray) -> list[tuple[int, np.ndarray]]:
         """[(class, (n, 3) float64 centres)] for the drawn classes present, in class order."""
@@ -163,6 +164,7 @@ class VoxelGridEncoder:
         self.grid = grid or GridConfig()
         self.voxel_size = cubic_voxel_size(self.grid)
         self.colors = _colors_rgba(1.0)
+        prepare(VOXEL_GRID_TYPE)
 
     def value(self, labels: np.ndarray, stamp_ns: int, confidence: np.ndarray | None = None) -> dict[str, Any]:
         """The message value (labels and confidence as flat uint8 arrays, copied once)."""
@@ -208,6 +210,7 @@ class PointCloudEncoder:
         self.grid = grid or GridConfig()
         self.voxel_size = cubic_voxel_size(self.grid)
         self.rgb = packed_rgb()
+        prepare(POINT_CLOUD_TYPE)
 
     def points(self, labels: np.ndarray) -> np.ndarray:
         """(n,) CLOUD_DTYPE records of the drawn voxels."""
