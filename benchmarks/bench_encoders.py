@@ -1,5 +1,6 @@
 """Cost of each output encoder for N occupied voxels: ours (pre-serialized CDR bytes) against the
-naive path (rclpy message objects + rclpy.serialization.serialize_message), same run, same data.
+naive path (rclpy message objects built by test/ros/rclpy_reference.py +
+rclpy.serialization.serialize_message), same run, same data.
 
     .venv/bin/python benchmarks/bench_encoders.py [--voxels 50000] [--repeats 15]
 
@@ -19,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test" / "ros"))  # the rclpy reference builders
 
 
 def random_labels(n_occupied: int, seed: int) -> np.ndarray:
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from rclpy.serialization import serialize_message
 
+    from rclpy_reference import reference
+
     from fusionocc_ros.encoders import MarkerArrayEncoder, PointCloudEncoder, VoxelGridEncoder
 
     labels = random_labels(args.voxels, args.seed)
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, enc, extra in cases:
         ours = timeit(lambda: enc.encode(labels, stamp, *extra), args.repeats)
-        naive = timeit(lambda: serialize_message(enc.to_message(labels, stamp, *extra)), args.repeats)
+        naive = timeit(lambda: serialize_message(reference(enc, labels, stamp, *extra)), args.repeats)
         size = len(enc.encode(labels, stamp, *extra))
         rows.append({
             "encoder": name,

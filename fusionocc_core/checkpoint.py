@@ -13,11 +13,8 @@ mis-shaped keys. Our own files (`save_checkpoint`) embed the config and are writ
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -28,6 +25,7 @@ from torch import nn
 from fusionocc_core.cli import ToolError
 from fusionocc_core.config import Config, config_from_dict
 from fusionocc_core.ops.sparse_conv import _SparseConvBase
+from fusionocc_core.tools.atomic import atomic_write
 
 FORMAT_NAME = "fusionocc_ros"
 FORMAT_VERSION = 1
@@ -90,25 +88,13 @@ def _torch_load(path: str | Path, map_location: Any, trusted: bool) -> Any:
 
 def _atomic_torch_save(obj: Any, path: str | Path) -> None:
     """Write to a temporary file beside `path`, fsync, rename: an I/O error leaves `path` untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, (OSError, RuntimeError)):  # torch's zip writer reports I/O errors as RuntimeError
-            errno = getattr(exc, "errno", None)
-            if errno:
-                raise OSError(errno, f"could not write checkpoint {path}: {exc.strerror or exc}") from exc
-            raise OSError(f"could not write checkpoint {path}: {exc}") from exc
-        raise
+        atomic_write(path, lambda f: torch.save(obj, f))
+    except (OSError, RuntimeError) as exc:  # torch's zip writer reports I/O errors as RuntimeError
+        errno = getattr(exc, "errno", None)
+        if errno:
+            raise OSError(errno, f"could not write checkpoint {path}: {exc.strerror or exc}") from exc
+        raise OSError(f"could not write checkpoint {path}: {exc}") from exc
 
 
 # ----------------------------------------------------------------------------- layouts

@@ -12,18 +12,22 @@ from typing import Any
 
 import yaml
 
-from fusionocc_core.classes import CAMERA_NAMES, NUM_CLASSES
+import numpy as np
+
+from fusionocc_core.classes import CAMERA_NAMES, GRID_LOWER, GRID_UPPER, NUM_CLASSES, VOXEL_SIZE
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 
 @dataclass
 class GridConfig:
-    """Occupancy grid and LSS depth bins: (lower, upper, step) per axis."""
+    """Occupancy grid and LSS depth bins: (lower, upper, step) per axis. The one grid definition
+    the model, the metric and every output message use; the default is the Occ3D-nuScenes grid
+    (the file format's constants in fusionocc_core.classes)."""
 
-    x: tuple[float, float, float] = (-40.0, 40.0, 0.4)
-    y: tuple[float, float, float] = (-40.0, 40.0, 0.4)
-    z: tuple[float, float, float] = (-1.0, 5.4, 0.4)
+    x: tuple[float, float, float] = (GRID_LOWER[0], GRID_UPPER[0], VOXEL_SIZE)
+    y: tuple[float, float, float] = (GRID_LOWER[1], GRID_UPPER[1], VOXEL_SIZE)
+    z: tuple[float, float, float] = (GRID_LOWER[2], GRID_UPPER[2], VOXEL_SIZE)
     depth: tuple[float, float, float] = (1.0, 45.0, 0.5)
 
     @property
@@ -42,6 +46,25 @@ class GridConfig:
     @property
     def voxel_size(self) -> tuple[float, float, float]:
         return (self.x[2], self.y[2], self.z[2])
+
+    def centers(self, flat_index: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+        """(n,) flat C-order [x][y][z] indices -> (n, 3) voxel centres lower + (index + 0.5) * size
+        in the ego frame (per-axis lookup tables, no loop over voxels)."""
+        shape = self.shape
+        i, rest = np.divmod(flat_index, shape[1] * shape[2])
+        j, k = np.divmod(rest, shape[2])
+        out = np.empty((np.size(flat_index), 3), dtype)
+        for axis, idx in enumerate((i, j, k)):
+            table = self.lower[axis] + (np.arange(shape[axis]) + 0.5) * self.voxel_size[axis]  # (size,) float64
+            out[:, axis] = table[idx]
+        return out
+
+    def check_labels(self, labels: np.ndarray) -> np.ndarray:
+        """`labels` if it is a uint8 array of the grid's shape, else ValueError saying what it is."""
+        if not isinstance(labels, np.ndarray) or labels.dtype != np.uint8 or labels.shape != self.shape:
+            got = f"{labels.dtype} {labels.shape}" if isinstance(labels, np.ndarray) else type(labels).__name__
+            raise ValueError(f"labels must be uint8 {self.shape}, got {got}")
+        return labels
 
     @property
     def num_depth_bins(self) -> int:

@@ -23,7 +23,8 @@ from typing import Any, Callable, NamedTuple, TypeVar
 import cv2
 import numpy as np
 
-from fusionocc_ros.rigid import make_transform, matrix_to_quat
+from fusionocc_core.jpeg_header import JpegHeaderError, has_end_marker, jpeg_size
+from fusionocc_ros.rigid import matrix_to_quat, transform_from_xyzw
 
 # sensor_msgs/PointField datatypes -> numpy type codes
 POINTFIELD_TYPES: dict[int, str] = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}
@@ -269,37 +270,6 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(img), code)
 
 
-def _jpeg_size(buf: bytes) -> tuple[int, int]:
-    """(height, width) from a JPEG's SOF segment, without decoding; ConversionError if absent."""
-    pos, n, segments = 2, len(buf), 0
-    while pos + 4 <= n:
-        segments += 1
-        if segments > 4096:
-            raise ConversionError("CompressedImage: JPEG has too many header segments")
-        if buf[pos] != 0xFF:
-            raise ConversionError(f"CompressedImage: corrupt JPEG header at byte {pos}")
-        marker = buf[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0x01, *range(0xD0, 0xD8)):  # standalone markers
-            pos += 2
-            continue
-        length = (buf[pos + 2] << 8) | buf[pos + 3]
-        if length < 2:
-            raise ConversionError("CompressedImage: corrupt JPEG segment length")
-        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-            if pos + 9 > n:
-                break
-            height = (buf[pos + 5] << 8) | buf[pos + 6]
-            width = (buf[pos + 7] << 8) | buf[pos + 8]
-            return height, width
-        if marker in (0xDA, 0xD9):  # start of scan / end of image before any frame header
-            break
-        pos += 2 + length
-    raise ConversionError("CompressedImage: JPEG has no frame header (truncated or corrupt)")
-
-
 @_converts("CompressedImage")
 def compressed_image_to_rgb(msg: Any) -> np.ndarray:
     """sensor_msgs/CompressedImage (JPEG or PNG, by content) -> (H, W, 3) uint8 RGB.
@@ -312,10 +282,13 @@ def compressed_image_to_rgb(msg: Any) -> np.ndarray:
         raise ConversionError(f"CompressedImage.data is {data.size} bytes (format '{msg.format}')")
     head = data[:32].tobytes()
     if head[:3] == b"\xff\xd8\xff":
-        height, width = _jpeg_size(data[: 1 << 16].tobytes())
+        try:
+            height, width = jpeg_size(data[: 1 << 16].tobytes())
+        except JpegHeaderError as exc:
+            raise ConversionError(f"CompressedImage: {exc}") from None
         if height == 0:
             raise ConversionError("CompressedImage: JPEG with height 0 (DNL) is not supported")
-        if data[-4096:].tobytes().rstrip(b"\x00")[-2:] != b"\xff\xd9":  # zero padding tolerated, as the converter does
+        if not has_end_marker(data[-4096:].tobytes()):
             raise ConversionError("CompressedImage: truncated JPEG (no end-of-image marker)")
     elif head[:8] == b"\x89PNG\r\n\x1a\n":
         if len(head) < 24 or head[12:16] != b"IHDR":
@@ -388,7 +361,7 @@ def transform_to_matrix(transform: Any) -> np.ndarray:
     norm2 = float(quat @ quat)
     if abs(norm2 - 1.0) > 0.01:
         raise ConversionError(f"Transform.rotation is not a unit quaternion (|q|^2 = {norm2:.4g})")
-    return make_transform(trans, quat / np.sqrt(norm2))
+    return transform_from_xyzw(trans, quat / np.sqrt(norm2))
 
 
 @_converts("TransformStamped")

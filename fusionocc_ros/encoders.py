@@ -2,65 +2,44 @@
 
 Contract: each encoder's `encode(labels, stamp_ns, ...) -> bytes` returns CDR bytes (with the
 encapsulation header) of one message, ready for rclpy's `Publisher.publish(bytes)` or a rosbags
-`Writer.write`; `to_message(...)` builds the same message from rclpy objects (the slow reference
-path, used by tests and as the benchmark baseline). Bytes and message decode to equal messages.
+`Writer.write`. The byte layout comes from the .msg definitions (`fusionocc_ros.cdr.serialize`);
+these encoders only say what goes in each field, the bulk arrays as numpy rows. The node, replay
+and the converter (ground truth) all publish/write through them.
 
   MarkerArrayEncoder   visualization_msgs/MarkerArray: a DELETEALL marker (so classes that
                        vanished disappear), then one CUBE_LIST per class present (ns = class
                        name, id = class index, class colour, scale = voxel size, lifetime set)
   VoxelGridEncoder     fusionocc_msgs/SemanticVoxelGrid (dense labels, optional confidence)
   PointCloudEncoder    sensor_msgs/PointCloud2 x y z rgb label of the occupied voxel centres
-  RateLimiter          stamp-based throttle for an output (e.g. markers at 1-2 Hz for rviz)
+  RateLimiter          time-based throttle for an output (the node's marker rate limit)
 Voxels with the free label, or of classes outside the class filter, are never drawn. No loops
 over voxels: building the 50k-voxel MarkerArray is a few numpy passes plus one bytes join.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Iterable
 
 import numpy as np
 
-from fusionocc_core.classes import CLASS_INDEX, CLASS_NAMES, FREE_LABEL, GRID_LOWER, GRID_SHAPE, NUM_CLASSES, PALETTE, VOXEL_SIZE
-from fusionocc_ros.cdr import CdrWriter
+from fusionocc_core.classes import CLASS_INDEX, CLASS_NAMES, FREE_LABEL, NUM_CLASSES, PALETTE
+from fusionocc_core.config import GridConfig
+from fusionocc_ros.cdr import header, prepare, serialize
 from fusionocc_ros.conversions import FLOAT32, UINT8, ns_to_sec_nsec
+from rosbag_tools.typestore import VOXEL_GRID_TYPE
 
+MARKER_ARRAY_TYPE = "visualization_msgs/msg/MarkerArray"
+POINT_CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
 CUBE_LIST = 6  # visualization_msgs/Marker type
 ADD, DELETEALL = 0, 3  # visualization_msgs/Marker actions
 
 
-@dataclass(frozen=True)
-class GridSpec:
-    """Where voxel (i, j, k) sits: centre = lower + (index + 0.5) * voxel_size, in the ego frame."""
-
-    lower: tuple[float, float, float] = GRID_LOWER
-    voxel_size: float = VOXEL_SIZE
-    shape: tuple[int, int, int] = GRID_SHAPE
-
-    @classmethod
-    def from_config(cls, grid: Any) -> "GridSpec":
-        """From fusionocc_core.config.GridConfig (cubic voxels required)."""
-        sizes = set(grid.voxel_size)
-        if len(sizes) != 1:
-            raise ValueError(f"voxels must be cubic for the voxel message, got {grid.voxel_size}")
-        return cls(tuple(grid.lower), float(sizes.pop()), tuple(grid.shape))
-
-    def centers(self, flat_index: np.ndarray, dtype: type = np.float64) -> np.ndarray:
-        """(n,) flat C-order indices -> (n, 3) voxel centres (per-axis lookup tables, no loop over voxels)."""
-        _, size_y, size_z = self.shape
-        i, rest = np.divmod(flat_index, size_y * size_z)
-        j, k = np.divmod(rest, size_z)
-        out = np.empty((flat_index.size, 3), dtype)
-        for axis, idx in enumerate((i, j, k)):
-            table = self.lower[axis] + (np.arange(self.shape[axis]) + 0.5) * self.voxel_size  # (size,) float64
-            out[:, axis] = table[idx]
-        return out
-
-    def check(self, labels: np.ndarray) -> np.ndarray:
-        if not isinstance(labels, np.ndarray) or labels.dtype != np.uint8 or labels.shape != tuple(self.shape):
-            got = f"{labels.dtype} {labels.shape}" if isinstance(labels, np.ndarray) else type(labels).__name__
-            raise ValueError(f"labels must be uint8 {tuple(self.shape)}, got {got}")
-        return labels
+def cubic_voxel_size(grid: GridConfig) -> float:
+    """The edge of the grid's voxels; ValueError unless they are cubes (a marker scale and the
+    voxel message's `resolution` hold one size)."""
+    sizes = set(grid.voxel_size)
+    if len(sizes) != 1:
+        raise ValueError(f"voxels must be cubic for the output messages, got {grid.voxel_size}")
+    return float(sizes.pop())
 
 
 def class_mask(classes: Iterable[str | int] | None = None) -> np.ndarray:
@@ -102,15 +81,18 @@ def _colors_rgba(alpha: float) -> np.ndarray:
     return rgba
 
 
-def _time(stamp_ns: int) -> tuple[int, int]:
-    return ns_to_sec_nsec(stamp_ns)
+def _time(stamp_ns: int) -> dict[str, int]:
+    """builtin_interfaces Time/Duration value."""
+    sec, nsec = ns_to_sec_nsec(stamp_ns)
+    return {"sec": sec, "nanosec": nsec}
 
 
-def _ros_time(stamp_ns: int) -> Any:
-    from builtin_interfaces.msg import Time
+def _rgba(color: np.ndarray) -> dict[str, float]:
+    r, g, b, a = (float(v) for v in color)
+    return {"r": r, "g": g, "b": b, "a": a}
 
-    sec, nsec = _time(stamp_ns)
-    return Time(sec=sec, nanosec=nsec)
+
+IDENTITY_POSE = {"orientation": {"w": 1.0}}
 
 
 # --- MarkerArray -----------------------------------------------------------------------------
@@ -127,7 +109,7 @@ class MarkerArrayEncoder:
         lifetime_s: float = 1.0,
         frame_locked: bool = False,
         delete_all: bool = True,
-        grid: GridSpec = GridSpec(),
+        grid: GridConfig | None = None,
     ):
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -139,82 +121,36 @@ class MarkerArrayEncoder:
         self.lifetime = _time(int(round(lifetime_s * 1e9)))
         self.frame_locked = bool(frame_locked)
         self.delete_all = bool(delete_all)
-        self.grid = grid
+        self.grid = grid or GridConfig()
+        self.voxel_size = cubic_voxel_size(self.grid)
+        prepare(MARKER_ARRAY_TYPE)
 
-    def _write_marker(self, w: CdrWriter, sec: int, nsec: int, ns: str, mid: int, mtype: int, action: int,
-                      color: tuple[float, ...], points: np.ndarray) -> None:
-        """visualization_msgs/Marker, field by field (Jazzy/Humble definition)."""
-        w.header(sec, nsec, self.frame_id)
-        w.string(ns)
-        w.i32(mid)
-        w.i32(mtype)
-        w.i32(action)
-        w.f64s((0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0))  # pose: identity
-        size = self.grid.voxel_size if action == ADD else 0.0
-        w.f64s((size, size, size))  # scale
-        for c in color:
-            w.f32(c)
-        w.i32(self.lifetime[0] if action == ADD else 0)
-        w.u32(self.lifetime[1] if action == ADD else 0)
-        w.bool(self.frame_locked and action == ADD)
-        w.sequence(points, 8)  # geometry_msgs/Point[]: (n, 3) float64
-        w.u32(0)  # colors[]
-        w.string("")  # texture_resource
-        w.header(0, 0, "")  # texture: sensor_msgs/CompressedImage
-        w.string("")
-        w.u32(0)
-        w.u32(0)  # uv_coordinates[]
-        w.string("")  # text
-        w.string("")  # mesh_resource
-        w.string("")  # mesh_file: filename, data[]
-        w.u32(0)
-        w.bool(False)  # mesh_use_embedded_materials
-
-    def _groups(self, labels: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    def groups(self, labels: np.ndarray) -> list[tuple[int, np.ndarray]]:
         """[(class, (n, 3) float64 centres)] for the drawn classes present, in class order."""
-        index, _, counts = occupied_voxels(self.grid.check(labels), self.mask)
+        index, _, counts = occupied_voxels(self.grid.check_labels(labels), self.mask)
         centers = self.grid.centers(index)  # (n, 3), grouped by class
         bounds = np.concatenate([[0], np.cumsum(counts)])
         return [(c, centers[bounds[c] : bounds[c + 1]]) for c in range(NUM_CLASSES) if counts[c]]
 
+    def markers(self, labels: np.ndarray, stamp_ns: int) -> list[dict[str, Any]]:
+        """The visualization_msgs/Marker values (dicts; points as (n, 3) float64 rows)."""
+        head = header(stamp_ns, self.frame_id)
+        out: list[dict[str, Any]] = []
+        if self.delete_all:
+            out.append({"header": head, "action": DELETEALL, "pose": IDENTITY_POSE})
+        size = self.voxel_size
+        for c, centers in self.groups(labels):
+            out.append({
+                "header": head, "ns": CLASS_NAMES[c], "id": c, "type": CUBE_LIST, "action": ADD,
+                "pose": IDENTITY_POSE, "scale": {"x": size, "y": size, "z": size},
+                "color": _rgba(self.colors[c]), "lifetime": self.lifetime,
+                "frame_locked": self.frame_locked, "points": centers,
+            })
+        return out
+
     def encode(self, labels: np.ndarray, stamp_ns: int) -> bytes:
         """CDR bytes of the MarkerArray for one prediction stamped with the LiDAR stamp."""
-        groups = self._groups(labels)
-        sec, nsec = _time(stamp_ns)
-        w = CdrWriter()
-        w.u32(len(groups) + int(self.delete_all))
-        empty = np.zeros((0, 3))
-        if self.delete_all:
-            self._write_marker(w, sec, nsec, "", 0, 0, DELETEALL, (0.0, 0.0, 0.0, 0.0), empty)
-        for c, centers in groups:
-            self._write_marker(w, sec, nsec, CLASS_NAMES[c], c, CUBE_LIST, ADD, tuple(self.colors[c].tolist()), centers)
-        return w.getvalue()
-
-    def to_message(self, labels: np.ndarray, stamp_ns: int) -> Any:
-        """The same MarkerArray built from rclpy message objects (slow reference path)."""
-        from builtin_interfaces.msg import Duration
-        from geometry_msgs.msg import Point
-        from std_msgs.msg import ColorRGBA
-        from visualization_msgs.msg import Marker, MarkerArray
-
-        out = MarkerArray()
-        if self.delete_all:
-            m = Marker(action=Marker.DELETEALL)
-            m.header.stamp, m.header.frame_id = _ros_time(stamp_ns), self.frame_id
-            m.pose.orientation.w = 1.0
-            out.markers.append(m)
-        for c, centers in self._groups(labels):
-            m = Marker(ns=CLASS_NAMES[c], id=c, type=Marker.CUBE_LIST, action=Marker.ADD)
-            m.header.stamp, m.header.frame_id = _ros_time(stamp_ns), self.frame_id
-            m.pose.orientation.w = 1.0
-            m.scale.x = m.scale.y = m.scale.z = float(self.grid.voxel_size)
-            r, g, b, a = (float(v) for v in self.colors[c])
-            m.color = ColorRGBA(r=r, g=g, b=b, a=a)
-            m.lifetime = Duration(sec=self.lifetime[0], nanosec=self.lifetime[1])
-            m.frame_locked = self.frame_locked
-            m.points = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in centers]
-            out.markers.append(m)
-        return out
+        return serialize(MARKER_ARRAY_TYPE, {"markers": self.markers(labels, stamp_ns)})
 
 
 # --- SemanticVoxelGrid -----------------------------------------------------------------------
@@ -223,54 +159,31 @@ class MarkerArrayEncoder:
 class VoxelGridEncoder:
     """fusionocc_msgs/SemanticVoxelGrid with the class table of fusionocc_core.classes."""
 
-    def __init__(self, frame_id: str = "base_link", grid: GridSpec = GridSpec()):
+    def __init__(self, frame_id: str = "base_link", grid: GridConfig | None = None):
         self.frame_id = frame_id
-        self.grid = grid
+        self.grid = grid or GridConfig()
+        self.voxel_size = cubic_voxel_size(self.grid)
         self.colors = _colors_rgba(1.0)
+        prepare(VOXEL_GRID_TYPE)
 
-    def _check_conf(self, confidence: np.ndarray | None) -> np.ndarray:
-        if confidence is None:
-            return np.zeros(0, np.uint8)
-        return self.grid.check(confidence).reshape(-1)
+    def value(self, labels: np.ndarray, stamp_ns: int, confidence: np.ndarray | None = None) -> dict[str, Any]:
+        """The message value (labels and confidence as flat uint8 arrays, copied once)."""
+        x, y, z = (float(v) for v in self.grid.lower)
+        return {
+            "header": header(stamp_ns, self.frame_id),
+            "origin": {"position": {"x": x, "y": y, "z": z}, "orientation": {"w": 1.0}},
+            "resolution": self.voxel_size,
+            "size_x": int(self.grid.shape[0]), "size_y": int(self.grid.shape[1]), "size_z": int(self.grid.shape[2]),
+            "class_names": list(CLASS_NAMES),
+            "class_colors": self.colors,  # (18, 4) float32 rows of std_msgs/ColorRGBA
+            "free_label": FREE_LABEL,
+            "labels": self.grid.check_labels(labels).reshape(-1),
+            "confidence": np.zeros(0, np.uint8) if confidence is None else self.grid.check_labels(confidence).reshape(-1),
+        }
 
     def encode(self, labels: np.ndarray, stamp_ns: int, confidence: np.ndarray | None = None) -> bytes:
-        """CDR bytes of the voxel message (labels and confidence copied once, as raw bytes)."""
-        flat = self.grid.check(labels).reshape(-1)
-        conf = self._check_conf(confidence)
-        sec, nsec = _time(stamp_ns)
-        w = CdrWriter()
-        w.header(sec, nsec, self.frame_id)
-        w.f64s((*map(float, self.grid.lower), 0.0, 0.0, 0.0, 1.0))  # origin pose
-        w.f32(self.grid.voxel_size)
-        for n in self.grid.shape:
-            w.u32(n)
-        w.u32(NUM_CLASSES)
-        for name in CLASS_NAMES:
-            w.string(name)
-        w.sequence(self.colors, 4)  # std_msgs/ColorRGBA[]: (18, 4) float32
-        w.u8(FREE_LABEL)
-        w.sequence(flat, 1)
-        w.sequence(conf, 1)
-        return w.getvalue()
-
-    def to_message(self, labels: np.ndarray, stamp_ns: int, confidence: np.ndarray | None = None) -> Any:
-        """The same message built from rclpy objects (reference path)."""
-        from fusionocc_msgs.msg import SemanticVoxelGrid
-        from std_msgs.msg import ColorRGBA
-
-        flat = self.grid.check(labels).reshape(-1)
-        msg = SemanticVoxelGrid()
-        msg.header.stamp, msg.header.frame_id = _ros_time(stamp_ns), self.frame_id
-        msg.origin.position.x, msg.origin.position.y, msg.origin.position.z = map(float, self.grid.lower)
-        msg.origin.orientation.w = 1.0
-        msg.resolution = float(np.float32(self.grid.voxel_size))  # the wire type is float32
-        msg.size_x, msg.size_y, msg.size_z = map(int, self.grid.shape)
-        msg.class_names = list(CLASS_NAMES)
-        msg.class_colors = [ColorRGBA(r=float(r), g=float(g), b=float(b), a=float(a)) for r, g, b, a in self.colors]
-        msg.free_label = FREE_LABEL
-        msg.labels = flat.tobytes()
-        msg.confidence = self._check_conf(confidence).tobytes()
-        return msg
+        """CDR bytes of the voxel message."""
+        return serialize(VOXEL_GRID_TYPE, self.value(labels, stamp_ns, confidence))
 
 
 # --- PointCloud2 -----------------------------------------------------------------------------
@@ -291,63 +204,48 @@ def packed_rgb() -> np.ndarray:
 class PointCloudEncoder:
     """sensor_msgs/PointCloud2 (x y z rgb label, point_step 20) at the drawn voxel centres."""
 
-    def __init__(self, frame_id: str = "base_link", classes: Iterable[str | int] | None = None, grid: GridSpec = GridSpec()):
+    def __init__(self, frame_id: str = "base_link", classes: Iterable[str | int] | None = None, grid: GridConfig | None = None):
         self.frame_id = frame_id
         self.mask = class_mask(classes)
-        self.grid = grid
+        self.grid = grid or GridConfig()
+        self.voxel_size = cubic_voxel_size(self.grid)
         self.rgb = packed_rgb()
+        prepare(POINT_CLOUD_TYPE)
 
     def points(self, labels: np.ndarray) -> np.ndarray:
         """(n,) CLOUD_DTYPE records of the drawn voxels."""
-        index, lab, _ = occupied_voxels(self.grid.check(labels), self.mask)
+        index, lab, _ = occupied_voxels(self.grid.check_labels(labels), self.mask)
         rows = np.empty((index.size, 5), np.float32)  # x y z rgb label: 20 bytes per point
         rows[:, :3] = self.grid.centers(index, np.float32)
         rows[:, 3] = self.rgb[lab]
         rows[:, 4] = lab.astype("<u4").view(np.float32)  # label byte at offset 16, then 3 zero bytes
         return rows.view(CLOUD_DTYPE).reshape(-1)
 
+    def value(self, labels: np.ndarray, stamp_ns: int) -> dict[str, Any]:
+        """The message value (data = the packed points as raw bytes)."""
+        pts = self.points(labels)
+        return {
+            "header": header(stamp_ns, self.frame_id),
+            "height": 1, "width": pts.size,
+            "fields": [{"name": n, "offset": o, "datatype": d, "count": c} for n, o, d, c in CLOUD_FIELDS],
+            "is_bigendian": False,
+            "point_step": CLOUD_DTYPE.itemsize, "row_step": CLOUD_DTYPE.itemsize * pts.size,
+            "data": pts.view(np.uint8),
+            "is_dense": True,
+        }
+
     def encode(self, labels: np.ndarray, stamp_ns: int) -> bytes:
-        pts = self.points(labels)
-        sec, nsec = _time(stamp_ns)
-        w = CdrWriter()
-        w.header(sec, nsec, self.frame_id)
-        w.u32(1)  # height
-        w.u32(pts.size)  # width
-        w.u32(len(CLOUD_FIELDS))
-        for name, offset, datatype, count in CLOUD_FIELDS:
-            w.string(name)
-            w.u32(offset)
-            w.u8(datatype)
-            w.u32(count)
-        w.bool(False)  # is_bigendian
-        w.u32(CLOUD_DTYPE.itemsize)
-        w.u32(CLOUD_DTYPE.itemsize * pts.size)
-        w.sequence(pts.view(np.uint8), 1)
-        w.bool(True)  # is_dense
-        return w.getvalue()
-
-    def to_message(self, labels: np.ndarray, stamp_ns: int) -> Any:
-        from sensor_msgs.msg import PointCloud2, PointField
-
-        pts = self.points(labels)
-        msg = PointCloud2()
-        msg.header.stamp, msg.header.frame_id = _ros_time(stamp_ns), self.frame_id
-        msg.height, msg.width = 1, pts.size
-        msg.fields = [PointField(name=n, offset=o, datatype=d, count=c) for n, o, d, c in CLOUD_FIELDS]
-        msg.is_bigendian = False
-        msg.point_step, msg.row_step = CLOUD_DTYPE.itemsize, CLOUD_DTYPE.itemsize * pts.size
-        msg.data = pts.tobytes()
-        msg.is_dense = True
-        return msg
+        """CDR bytes of the cloud."""
+        return serialize(POINT_CLOUD_TYPE, self.value(labels, stamp_ns))
 
 
 # --- throttling ------------------------------------------------------------------------------
 
 
 class RateLimiter:
-    """Throttle an output by message stamps (deterministic in replay): let a stamp through when
-    at least 1 / max_rate_hz has passed since the last one let through; 0 Hz = no limit. A stamp
-    going backwards (a looping bag, a time reset) is let through and restarts the count."""
+    """Throttle an output by a time in ns (the node passes its clock, sim time under a bag): let a
+    time through when at least 1 / max_rate_hz has passed since the last one let through; 0 Hz =
+    no limit. A time going backwards (a looping bag, a time reset) is let through and restarts."""
 
     def __init__(self, max_rate_hz: float):
         if not max_rate_hz >= 0:

@@ -36,6 +36,7 @@ from visualization_msgs.msg import MarkerArray
 
 from fusionocc_core.config import Config, load_config
 from fusionocc_ros.diagnostics import Diagnostics
+from fusionocc_ros.encoders import RateLimiter
 from fusionocc_ros.params import (NODE_NAME, PARAMETERS, RUNTIME_PREFIX, ParameterError, check_types,
                                    pipeline_settings, resolve, validate)
 from fusionocc_ros.pipeline import OccupancyPipeline, PipelineResult
@@ -92,7 +93,8 @@ class OccupancyNode(Node):
                                           on_problem=self._log_problem_once)
         self.cameras = tuple(self.cfg.data.cameras)
         inputs = ["lidar"] + [f"{c.lower()}/image" for c in self.cameras]
-        self.diag = Diagnostics(self.get_name(), hardware_id=self.params["model.device"], expected_inputs=inputs)
+        self.diag = Diagnostics(self.get_name(), hardware_id=self.params["model.device"], expected_inputs=inputs,
+                                max_latency_s=self.params["diagnostics.max_latency_s"] or None)
 
         # --- inputs
         reliable = self.params["input_qos"] == "reliable"
@@ -130,7 +132,7 @@ class OccupancyNode(Node):
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=True),
             post_callback=self._on_time_jump)
         self.create_timer(self.params["diagnostics.period_s"], self._publish_diagnostics)
-        self._last_marker_ns = 0
+        self._marker_limit = RateLimiter(self.params["outputs.marker_max_rate_hz"])
 
         # --- worker: latest wins
         self._cv = threading.Condition()
@@ -206,11 +208,8 @@ class OccupancyNode(Node):
     def _publish(self, result: PipelineResult) -> None:
         now = self._now_ns()
         for name, data in result.messages.items():
-            if name == "markers":
-                max_rate = self.params["outputs.marker_max_rate_hz"]
-                if max_rate > 0 and now - self._last_marker_ns < 1e9 / max_rate:
-                    continue
-                self._last_marker_ns = now
+            if name == "markers" and not self._marker_limit.allow(now):
+                continue
             self.publishers_by_output[name].publish(data)  # pre-serialized CDR
             self.diag.tick_output(name, now)
         for stage, ms in result.timings_ms.items():
@@ -225,8 +224,11 @@ class OccupancyNode(Node):
     def _publish_diagnostics(self) -> None:
         counters = self.pipeline.counters()
         counters["superseded"] = self._superseded
+        sync = self.pipeline.sync.stats()
         self.diag.set_counters("pipeline", {"drops": counters, "frames_synced": self.pipeline.frames_in,
-                                            "frames_published": self.pipeline.frames_out})
+                                            "frames_published": self.pipeline.frames_out,
+                                            "camera_frames_discarded": sync["discarded"],
+                                            "missing_by_camera": sync["missing_by_camera"]})
         device = self.params["model.device"]
         if device.startswith("cuda"):
             import torch
@@ -254,6 +256,8 @@ class OccupancyNode(Node):
             marker_lifetime_s=settings.marker_lifetime_s, marker_alpha=settings.marker_alpha,
             publish_confidence=settings.publish_confidence)
         self.pipeline.rebuild_encoders()
+        if "outputs.marker_max_rate_hz" in changed:
+            self._marker_limit = RateLimiter(self.params["outputs.marker_max_rate_hz"])
         return SetParametersResult(successful=True)
 
     def stop(self) -> None:

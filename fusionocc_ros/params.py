@@ -23,7 +23,7 @@ PARAMETERS: dict[str, tuple[str, str]] = {
     "model.compile": ("bool", "torch.compile the model (CUDA only)"),
     "input_image_type": ("string", "compressed (sensor_msgs/CompressedImage on <base>/compressed) or raw "
                                    "(sensor_msgs/Image on <base>): image_transport's topic naming"),
-    "input_qos": ("string", "sensor_data (best effort, depth 2) or reliable (depth 2)"),
+    "input_qos": ("string", "sensor_data (rclpy's sensor-data profile: best effort, depth 5) or reliable (depth 2)"),
     "frames.ego": ("string", "ego frame of the output grid (base_link)"),
     "frames.fixed": ("string", "fixed frame for ego-motion compensation (map); empty = none"),
     "sync.window_before_s": ("double", "camera frames up to this long before the LiDAR stamp match it"),
@@ -42,6 +42,7 @@ PARAMETERS: dict[str, tuple[str, str]] = {
     "outputs.marker_alpha": ("double", "Marker colour alpha in [0, 1]"),
     "outputs.confidence": ("bool", "fill SemanticVoxelGrid.confidence"),
     "diagnostics.period_s": ("double", "period of /diagnostics"),
+    "diagnostics.max_latency_s": ("double", "/diagnostics warns when the end-to-end p95 latency exceeds this (0 = never)"),
 }
 RUNTIME_PREFIX = "outputs."  # only these may change while running
 
@@ -75,6 +76,7 @@ def validate(values: dict[str, Any]) -> str | None:
         "outputs.marker_lifetime_s": lambda v: 0.0 <= v <= 3600.0,
         "outputs.marker_alpha": lambda v: 0.0 <= v <= 1.0,
         "diagnostics.period_s": lambda v: 0.05 <= v <= 60.0,
+        "diagnostics.max_latency_s": lambda v: 0.0 <= v <= 600.0,
     }
     for name, value in values.items():
         if value is None:

@@ -20,7 +20,7 @@ from fusionocc_core.config import Config
 from fusionocc_core.frame import FrameSet
 from fusionocc_ros.assembler import AssemblyError, FrameAssembler
 from fusionocc_ros.conversions import ConversionError, header_stamp_ns
-from fusionocc_ros.encoders import GridSpec, MarkerArrayEncoder, PointCloudEncoder, VoxelGridEncoder
+from fusionocc_ros.encoders import MarkerArrayEncoder, PointCloudEncoder, VoxelGridEncoder
 from fusionocc_ros.sync import LidarAnchoredSync, SyncedSet
 from fusionocc_ros.tf_buffer import TfBuffer
 
@@ -106,7 +106,7 @@ class OccupancyPipeline:
     def rebuild_encoders(self) -> None:
         """(Re)create the output encoders from `settings` (after a runtime parameter change)."""
         s = self.settings
-        grid = GridSpec.from_config(self.cfg.grid)
+        grid = self.cfg.grid
         classes = s.class_filter or None
         self.encoders = {
             "markers": MarkerArrayEncoder(s.ego_frame, classes, s.marker_alpha, s.marker_lifetime_s, grid=grid),

@@ -1,13 +1,13 @@
-"""Rigid-transform maths shared by the TF buffer and the message conversions (numpy only).
-
-Conventions: quaternions are (x, y, z, w) as in geometry_msgs; a transform is a (4, 4) float64
-matrix T_parent_child that maps child-frame points into the parent frame.
+"""The ROS side of the transform convention (numpy only): geometry_msgs quaternions are
+(x, y, z, w); everything else is `fusionocc_core.data.poses` ((4, 4) T_parent_child matrices,
+translation first, (w, x, y, z) quaternions). Also slerp and float32 point mapping for the TF
+buffer and the conversions.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from fusionocc_core.data.poses import quaternion_matrix
+from fusionocc_core.data.poses import quaternion_matrix, transform_matrix
 
 
 def quat_to_matrix(q: np.ndarray) -> np.ndarray:
@@ -37,21 +37,10 @@ def matrix_to_quat(rot: np.ndarray) -> np.ndarray:
     return -out if out[3] < 0 else out
 
 
-def make_transform(translation: np.ndarray, quat: np.ndarray) -> np.ndarray:
-    """Translation (3,) + quaternion (4,) x y z w -> (4, 4) homogeneous matrix."""
-    T = np.eye(4)
-    T[:3, :3] = quat_to_matrix(quat)
-    T[:3, 3] = translation
-    return T
-
-
-def invert(T: np.ndarray) -> np.ndarray:
-    """Inverse of a rigid (4, 4) transform without a general matrix inverse."""
-    out = np.eye(4)
-    rot_t = T[:3, :3].T
-    out[:3, :3] = rot_t
-    out[:3, 3] = -rot_t @ T[:3, 3]
-    return out
+def transform_from_xyzw(translation: np.ndarray, quat_xyzw: np.ndarray) -> np.ndarray:
+    """Translation (3,) + geometry_msgs quaternion (4,) x y z w -> (4, 4) T_parent_child."""
+    x, y, z, w = (float(v) for v in quat_xyzw)
+    return transform_matrix(translation, (w, x, y, z))
 
 
 def slerp(q0: np.ndarray, q1: np.ndarray, alpha: float) -> np.ndarray:

@@ -188,15 +188,6 @@ class LidarAnchoredSync:
         with self._lock:
             return self._finish(self._decide(force=True))
 
-    def reset(self) -> None:
-        """Forget all buffered frames and waiting sweeps (counters are kept)."""
-        with self._lock:
-            for buf in self._cams.values():
-                buf.clear()
-            self._pending.clear()
-            self._last_lidar = None
-            self._clock = None
-
     # --- introspection ------------------------------------------------------------------------
 
     @property

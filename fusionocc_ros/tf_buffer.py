@@ -29,12 +29,13 @@ import bisect
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
+from fusionocc_core.data.poses import invert
 from fusionocc_ros.conversions import ConversionError, transform_stamped_to_matrix
-from fusionocc_ros.rigid import invert, make_transform, matrix_to_quat, slerp
+from fusionocc_ros.rigid import matrix_to_quat, slerp, transform_from_xyzw
 
 REJECT_KINDS = ("malformed", "nan_input", "denormalized_quaternion", "old_data", "repeated_data", "cycle")
 TIME_JUMP_S = 1.0  # sensor stamps this far behind the newest, twice in a row, mean time jumped back
@@ -87,27 +88,27 @@ class _Edge:
     def at(self, t: int, child: str, tolerance_ns: int) -> np.ndarray:
         """T_parent_child at time t (interpolated); raises ExtrapolationError outside the history."""
         if self.static:
-            return make_transform(self.trans[-1], self.quats[-1])
+            return transform_from_xyzw(self.trans[-1], self.quats[-1])
         stamps = self.stamps
         i = bisect.bisect_left(stamps, t)
         if i < len(stamps) and stamps[i] == t:
-            return make_transform(self.trans[i], self.quats[i])
+            return transform_from_xyzw(self.trans[i], self.quats[i])
         if i == 0 or i == len(stamps):
             j = 0 if i == 0 else len(stamps) - 1
             gap = abs(stamps[j] - t)
             if gap <= tolerance_ns:
-                return make_transform(self.trans[j], self.quats[j])
+                return transform_from_xyzw(self.trans[j], self.quats[j])
             side = "before the oldest" if i == 0 else "after the newest"
             raise ExtrapolationError(
                 f"'{self.parents[j]}' -> '{child}' at {t / 1e9:.6f}s is {gap / 1e6:.1f} ms {side} transform "
                 f"(have {stamps[0] / 1e9:.6f}s .. {stamps[-1] / 1e9:.6f}s)"
             )
         if self.parents[i - 1] != self.parents[i]:  # re-parented in between: tf2 takes the older sample
-            return make_transform(self.trans[i - 1], self.quats[i - 1])
+            return transform_from_xyzw(self.trans[i - 1], self.quats[i - 1])
         t0, t1 = stamps[i - 1], stamps[i]
         alpha = (t - t0) / (t1 - t0)
         trans = self.trans[i - 1] + alpha * (self.trans[i] - self.trans[i - 1])
-        return make_transform(trans, slerp(self.quats[i - 1], self.quats[i], alpha))
+        return transform_from_xyzw(trans, slerp(self.quats[i - 1], self.quats[i], alpha))
 
 
 def _conversion_kind(reason: str) -> str:
@@ -318,8 +319,3 @@ class TfBuffer:
         for child in chain[1]:
             root_from_target = self._edges[child].at(t, child, self.tolerance_ns) @ root_from_target
         return invert(root_from_target) @ root_from_source
-
-
-def missing_transforms(buffer: TfBuffer, pairs: Iterable[tuple[str, str]]) -> list[str]:
-    """The (target, source) pairs not yet connected in `buffer`, as 'target<-source' (start-up gate)."""
-    return [f"{t}<-{s}" for t, s in pairs if buffer.latest_stamp(t, s) is None]

@@ -31,6 +31,7 @@ from fusionocc_core.cli import ToolError, ToolParser, UsageError, tool_main
 from fusionocc_core.safe_paths import check_name, child_path
 from fusionocc_core.tools.atomic import OutputExistsError, exists_message, install_output, remove_stale_partials
 from fusionocc_ros import topics
+from fusionocc_ros.encoders import VoxelGridEncoder
 from rosbag_tools import messages as m
 from rosbag_tools.plan import ScenePlan, load_nuscenes, plan_scene, select_scenes
 from rosbag_tools.qos import offered_qos
@@ -142,8 +143,15 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
+@lru_cache(maxsize=1)
+def _gt_encoder() -> VoxelGridEncoder:
+    """Ground truth goes through the node's own voxel-message encoder (one layout, one grid)."""
+    return VoxelGridEncoder(frame_id=m.BASE_FRAME)
+
+
 def scene_messages(plan: ScenePlan) -> Iterator[tuple[str, int, Any]]:
-    """Yield (topic, stamp_ns, message) for the scene in time order, reading files lazily."""
+    """Yield (topic, stamp_ns, message) for the scene in time order, reading files lazily; a
+    message is a rosbags object, or CDR bytes already (ground truth)."""
     for ev in scene_events(plan):
         if ev.kind == "tf_static":  # every base_link -> sensor in ONE latched message
             statics = [
@@ -154,7 +162,7 @@ def scene_messages(plan: ScenePlan) -> Iterator[tuple[str, int, Any]]:
             continue
         if ev.kind == "gt":
             gt = plan.gts[ev.index]
-            yield TOPIC_GT, ev.stamp_ns, m.voxel_grid(ev.stamp_ns, m.BASE_FRAME, m.load_gt_labels(gt.path))
+            yield TOPIC_GT, ev.stamp_ns, _gt_encoder().encode(m.load_gt_labels(gt.path), ev.stamp_ns)
             continue
         r = plan.readings[ev.index]
         frame = m.frame_id(r.channel)
@@ -165,7 +173,7 @@ def scene_messages(plan: ScenePlan) -> Iterator[tuple[str, int, Any]]:
             yield TOPIC_LIDAR, r.stamp_ns, m.lidar_cloud(r.stamp_ns, frame, _read(r.path), r.path)
         else:  # camera: CameraInfo then CompressedImage, same stamp and frame
             jpeg = _read(r.path)
-            width, height = m.jpeg_size(jpeg, r.path)
+            height, width = m.jpeg_size(jpeg, r.path)
             intrinsic = plan.calibrations[r.channel].intrinsic
             yield info_topic(r.channel), r.stamp_ns, m.camera_info(r.stamp_ns, frame, intrinsic, width, height)
             yield image_topic(r.channel), r.stamp_ns, m.compressed_image(r.stamp_ns, frame, jpeg)
@@ -195,7 +203,7 @@ def write_bag(plan: ScenePlan, bag_dir: Path, storage: str = "mcap", progress: P
         }
         types = {topic: conn.msgtype for topic, conn in conns.items()}
         for topic, stamp_ns, msg in scene_messages(plan):
-            data = store.serialize_cdr(msg, types[topic])
+            data = msg if isinstance(msg, bytes) else store.serialize_cdr(msg, types[topic])
             writer.write(conns[topic], stamp_ns, data)
             count += 1
             pending_msgs += 1

@@ -9,15 +9,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fusionocc_core.classes import CLASS_NAMES, FREE_LABEL, GRID_LOWER, GRID_SHAPE, PALETTE, VOXEL_SIZE
+from fusionocc_core.classes import FREE_LABEL, GRID_SHAPE
 from fusionocc_core.cli import ToolError
+from fusionocc_core.jpeg_header import JpegHeaderError, has_end_marker, is_jpeg
+from fusionocc_core.jpeg_header import jpeg_size as header_size
 from rosbag_tools.typestore import get_store
 
 MAP_FRAME = "map"
 BASE_FRAME = "base_link"
 LIDAR_POINT_STEP = 20  # x y z intensity ring, float32 each
 LIDAR_FIELDS = ("x", "y", "z", "intensity", "ring")
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame markers
 
 
 class PayloadError(ToolError):
@@ -41,28 +42,15 @@ def header(stamp_ns: int, frame: str) -> Any:
 
 
 def jpeg_size(data: bytes, name: str) -> tuple[int, int]:
-    """(width, height) from a JPEG's start-of-frame header; PayloadError if not a whole JPEG."""
-    if data[:2] != b"\xff\xd8":
+    """(height, width) from a JPEG's start-of-frame header; PayloadError if not a whole JPEG."""
+    if not is_jpeg(data):
         raise PayloadError(f"{name} is not a JPEG file (no SOI marker)")
-    if data[-4096:].rstrip(b"\x00")[-2:] != b"\xff\xd9":  # tolerate zero padding
+    if not has_end_marker(data):
         raise PayloadError(f"truncated JPEG {name}: no end-of-image marker")
-    pos, n = 2, len(data)
-    while pos + 4 <= n:  # walks the few header segments, not the pixels
-        if data[pos] != 0xFF:
-            break
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if marker in _SOF_MARKERS and pos + 9 <= n:
-            height = int.from_bytes(data[pos + 5 : pos + 7], "big")
-            width = int.from_bytes(data[pos + 7 : pos + 9], "big")
-            return width, height
-        if marker == 0xDA:  # start of scan before any SOF
-            break
-        pos += 2 + length
-    raise PayloadError(f"corrupt JPEG {name}: no start-of-frame header")
+    try:
+        return header_size(data[: 1 << 16])
+    except JpegHeaderError as exc:
+        raise PayloadError(f"corrupt JPEG {name}: {exc}") from None
 
 
 def compressed_image(stamp_ns: int, frame: str, jpeg: bytes) -> Any:
@@ -156,30 +144,3 @@ def load_gt_labels(path: str) -> np.ndarray:
     if labels.size and int(labels.max()) > FREE_LABEL:
         raise PayloadError(f"ground truth {path}: label {int(labels.max())} > {FREE_LABEL}")
     return np.ascontiguousarray(labels, dtype=np.uint8)
-
-
-def voxel_grid(stamp_ns: int, frame: str, labels: np.ndarray) -> Any:
-    """fusionocc_msgs/SemanticVoxelGrid for an Occ3D (200, 200, 16) label array, C-order [x][y][z]."""
-    t = _types()
-    colors = [
-        t["std_msgs/msg/ColorRGBA"](r=float(r) / 255.0, g=float(g) / 255.0, b=float(b) / 255.0, a=1.0)
-        for r, g, b in PALETTE
-    ]
-    origin = t["geometry_msgs/msg/Pose"](
-        position=t["geometry_msgs/msg/Point"](x=GRID_LOWER[0], y=GRID_LOWER[1], z=GRID_LOWER[2]),
-        orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0),
-    )
-    sx, sy, sz = labels.shape
-    return t["fusionocc_msgs/msg/SemanticVoxelGrid"](
-        header=header(stamp_ns, frame),
-        origin=origin,
-        resolution=float(VOXEL_SIZE),
-        size_x=sx,
-        size_y=sy,
-        size_z=sz,
-        class_names=list(CLASS_NAMES),
-        class_colors=colors,
-        free_label=FREE_LABEL,
-        labels=np.ascontiguousarray(labels, dtype=np.uint8).reshape(-1),
-        confidence=np.zeros(0, np.uint8),
-    )

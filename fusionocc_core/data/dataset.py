@@ -216,6 +216,19 @@ def _source_hw(root: Path, cam: dict[str, Any]) -> tuple[int, int]:
     return read_image(root / cam["data_path"]).shape[:2]
 
 
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Move every tensor of a batch dict (and lists of tensors) to device."""
+    out: dict[str, Any] = {}
+    for k, v in batch.items():
+        if torch.is_tensor(v):
+            out[k] = v.to(device, non_blocking=True)
+        elif isinstance(v, (list, tuple)) and v and all(torch.is_tensor(x) for x in v):
+            out[k] = [x.to(device, non_blocking=True) for x in v]
+        else:
+            out[k] = v
+    return out
+
+
 def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Dataset items -> the batch dict of `fusionocc_core.frame` (targets only if every item has them)."""
     if not samples:

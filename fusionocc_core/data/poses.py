@@ -1,4 +1,10 @@
-"""Rigid transforms from nuScenes translation + quaternion (w, x, y, z) records, as 4x4 matrices."""
+"""The one rigid-transform convention of the project, numpy only.
+
+A transform is a (4, 4) float64 matrix T_parent_child mapping child-frame points into the parent
+frame, built as `transform_matrix(translation, rotation)`: translation first, rotation a
+(w, x, y, z) quaternion (nuScenes' order) or a (3, 3) matrix. ROS messages order quaternions
+(x, y, z, w): `fusionocc_ros.rigid` converts at that boundary and nowhere else.
+"""
 from __future__ import annotations
 
 from typing import Sequence
@@ -16,10 +22,12 @@ def quaternion_matrix(q: Sequence[float]) -> np.ndarray:
     ])
 
 
-def transform_matrix(translation: Sequence[float], rotation: Sequence[float]) -> np.ndarray:
-    """(4, 4) float64 child -> parent transform from a nuScenes (translation, quaternion) pair."""
+def transform_matrix(translation: Sequence[float], rotation: Sequence[float] | np.ndarray) -> np.ndarray:
+    """(4, 4) float64 child -> parent transform from a translation and a (w, x, y, z) quaternion
+    (a nuScenes record) or a (3, 3) rotation matrix."""
+    rot = np.asarray(rotation, np.float64)
     m = np.eye(4)
-    m[:3, :3] = quaternion_matrix(rotation)
+    m[:3, :3] = rot if rot.shape == (3, 3) else quaternion_matrix(rot)
     m[:3, 3] = np.asarray(translation, np.float64)
     return m
 

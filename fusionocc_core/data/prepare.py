@@ -25,10 +25,8 @@ sample. Packed with `io.encode_label_map` (zlib); `io.decode_label_map(entry)` -
 """
 from __future__ import annotations
 
-import os
 import pickle
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -40,6 +38,7 @@ from fusionocc_core.classes import CAMERA_NAMES, FREE_LABEL, LIDAR_NAME, LIDARSE
 from fusionocc_core.cli import ToolParser, tool_main
 from fusionocc_core.data import poses
 from fusionocc_core.data.io import DataError, encode_label_map, read_lidarseg, read_points
+from fusionocc_core.tools.atomic import atomic_write
 
 INFO_FORMAT = "fusionocc_ros.infos/1"
 NUSCENES_TABLES = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor",
@@ -241,19 +240,7 @@ def create_infos(data_root: str | Path, version: str, split: str = "all", scenes
 
 def write_infos(data: dict[str, Any], out: str | Path) -> Path:
     """Pickle `data` to `out` atomically (temporary sibling + rename)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write(out, lambda f: pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def build_parser() -> ToolParser:

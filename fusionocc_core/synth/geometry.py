@@ -14,17 +14,6 @@ def yaw_to_quat(yaw: float) -> list[float]:
     return [float(np.cos(yaw / 2)), 0.0, 0.0, float(np.sin(yaw / 2))]
 
 
-def make_transform(rotation: np.ndarray, translation: np.ndarray | list[float]) -> np.ndarray:
-    """(3, 3) rotation (or w x y z quaternion) + (3,) translation -> (4, 4) homogeneous matrix."""
-    rot = np.asarray(rotation, np.float64)
-    if rot.shape == (4,):
-        rot = quat_to_matrix(rot)
-    out = np.eye(4)
-    out[:3, :3] = rot
-    out[:3, 3] = np.asarray(translation, np.float64)
-    return out
-
-
 def yaw_transform(x: float, y: float, yaw: float) -> np.ndarray:
     """(4, 4) planar pose: rotation about z by yaw, translation (x, y, 0)."""
     c, s = np.cos(yaw), np.sin(yaw)

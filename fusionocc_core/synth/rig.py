@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fusionocc_core.classes import CAMERA_NAMES, LIDAR_NAME
-from fusionocc_core.synth.geometry import make_transform
+from fusionocc_core.data.poses import transform_matrix
 
 IMAGE_WIDTH, IMAGE_HEIGHT = 1600, 900
 KEYFRAME_PERIOD_US = 500_000  # 2 Hz samples
@@ -40,7 +40,7 @@ class SensorCalibration:
     @property
     def sensor2ego(self) -> np.ndarray:
         """(4, 4) sensor -> ego transform."""
-        return make_transform(np.asarray(self.rotation), self.translation)
+        return transform_matrix(self.translation, self.rotation)
 
     @property
     def K(self) -> np.ndarray:

@@ -101,7 +101,8 @@ import numpy as np
 
 
 def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None]) -> Path:
-    """Call `write(f)` on a temporary file next to `path`, fsync it, and rename it over `path`."""
+    """Call `write(f)` on a temporary file next to `path`, fsync it, and rename it over `path`
+    (mode 0644 like an ordinary new file, not mkstemp's 0600). The one atomic-write helper."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -110,6 +111,7 @@ def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None]) -
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         try:

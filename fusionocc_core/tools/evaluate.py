@@ -33,8 +33,7 @@ class EvalError(ToolError):
 def predict_batches(model: nn.Module, dataset, device: torch.device, batch_size: int = 1, num_workers: int = 0,
                     amp: bool = False, progress: bool | None = None) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
     """Yield (batch, labels) in dataset order; labels uint8 (B, 200, 200, 16) argmax predictions."""
-    from fusionocc_core.data.dataset import collate
-    from fusionocc_core.tools.train import to_device
+    from fusionocc_core.data.dataset import collate, to_device
 
     was_training = model.training
     model.eval()

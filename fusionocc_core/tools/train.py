@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import math
 import os
 import shutil
 import sys
@@ -28,6 +27,7 @@ from tqdm import tqdm
 
 from fusionocc_core.cli import ToolError, ToolParser, UsageError, tool_main
 from fusionocc_core.config import Config, load_config
+from fusionocc_core.data.dataset import to_device
 from fusionocc_core.tools.sampling import IterationSampler, SeededSamples, seed_everything, seed_from
 from fusionocc_core.tools.schedule import ModelEMA, build_optimizer, build_scheduler
 from fusionocc_core.tools.sync_bn import convert_sync_batchnorm
@@ -110,19 +110,6 @@ def setup_distributed(device: str | None) -> DistInfo:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if kind == "cuda" else "gloo")
     return DistInfo(rank, world, local_rank, dev)
-
-
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Move every tensor of a batch dict (and lists of tensors) to device."""
-    out: dict[str, Any] = {}
-    for k, v in batch.items():
-        if torch.is_tensor(v):
-            out[k] = v.to(device, non_blocking=True)
-        elif isinstance(v, (list, tuple)) and v and all(torch.is_tensor(x) for x in v):
-            out[k] = [x.to(device, non_blocking=True) for x in v]
-        else:
-            out[k] = v
-    return out
 
 
 def unwrap(model: nn.Module) -> nn.Module:

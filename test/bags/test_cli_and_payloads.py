@@ -32,7 +32,7 @@ def test_convert_rejects_bad_jobs(capsys) -> None:
 def test_jpeg_size_reads_the_frame_header(shape) -> None:
     ok, buf = cv2.imencode(".jpg", np.zeros(shape, np.uint8))
     assert ok
-    assert messages.jpeg_size(buf.tobytes(), "x.jpg") == (shape[1], shape[0])
+    assert messages.jpeg_size(buf.tobytes(), "x.jpg") == (shape[0], shape[1])
     with pytest.raises(messages.PayloadError, match="truncated JPEG x.jpg"):
         messages.jpeg_size(buf.tobytes()[:-100], "x.jpg")
 
@@ -43,7 +43,7 @@ def test_jpeg_size_never_crashes_on_arbitrary_bytes(data: bytes, framed: bool) -
     if framed:  # start and end like a JPEG so the marker walk is exercised
         data = b"\xff\xd8" + data + b"\xff\xd9"
     try:
-        width, height = messages.jpeg_size(data, "f.jpg")
+        height, width = messages.jpeg_size(data, "f.jpg")
     except messages.PayloadError as exc:
         assert "f.jpg" in str(exc) and "\n" not in str(exc)
     else:

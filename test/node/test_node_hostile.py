@@ -21,6 +21,7 @@ from rosbags.rosbag2 import Reader
 from fusionocc_core.classes import CAMERA_NAMES
 from fusionocc_ros import topics
 from fusionocc_ros.launch_args import node_launch
+from fusionocc_ros.sync import DISCARD_REASONS
 from rosbag_tools.typestore import get_store
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -262,6 +263,9 @@ def test_node_survives_hostile_input_and_keeps_publishing(graph: Graph) -> None:
     assert drops.get("drops.frame_bad_input", 0) >= 1, drops  # the corrupt JPEG
     assert drops.get("drops.sync_missing_camera", 0) >= 1, drops  # the camera that stopped
     assert drops.get("drops.sync_lidar_out_of_order", 0) + drops.get("drops.sync_time_jump", 0) > 0, drops
+    # camera frames the synchronizer threw away, and sweeps missed per camera, are reported too
+    assert all(f"camera_frames_discarded.{r}" in values for r in DISCARD_REASONS), values
+    assert int(values.get("missing_by_camera.CAM_BACK", 0)) >= 1, values
     log = graph.log_path.read_text()
     for reason in ("frame_bad_input", "sync_missing_camera", "sync_lidar_out_of_order"):
         if drops.get(f"drops.{reason}", 0) > 1:

@@ -14,7 +14,7 @@ from fusionocc_core.config import load_config
 from fusionocc_core.frame import FrameSet
 from fusionocc_ros.assembler import AssemblyError, CameraImage, FrameAssembler, LidarSweep
 from fusionocc_ros.conversions import ns_to_sec_nsec, xyzir_to_pointcloud2
-from fusionocc_ros.rigid import invert
+from fusionocc_core.data.poses import invert
 from fusionocc_ros.sync import LidarAnchoredSync, SyncedSet
 from fusionocc_ros.tf_buffer import TfBuffer
 

@@ -25,7 +25,7 @@ from fusionocc_ros.conversions import (
     transform_to_matrix,
     xyzir_to_pointcloud2,
 )
-from fusionocc_ros.rigid import make_transform
+from fusionocc_ros.rigid import transform_from_xyzw
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 rng = np.random.default_rng(0)
@@ -340,7 +340,7 @@ def test_fuzz_camera_info(k, height, width):
 
 def test_transform_round_trip():
     q = np.array([0.1, -0.2, 0.3, 0.9])
-    T = make_transform(np.array([1.0, -2.0, 3.5]), q / np.linalg.norm(q))
+    T = transform_from_xyzw(np.array([1.0, -2.0, 3.5]), q / np.linalg.norm(q))
     msg = matrix_to_transform_stamped(T, "map", "base_link", 1_500_000_000_250)
     parent, child, stamp, back = transform_stamped_to_matrix(msg)
     assert (parent, child, stamp) == ("map", "base_link", 1_500_000_000_250)

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+import rclpy_reference as ref
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import PointCloud2
 from visualization_msgs.msg import Marker, MarkerArray
@@ -16,7 +17,6 @@ from fusionocc_msgs.msg import SemanticVoxelGrid
 from fusionocc_ros.conversions import pointcloud2_to_xyzir, voxel_grid_to_labels
 from fusionocc_ros.encoders import (
     CLOUD_DTYPE,
-    GridSpec,
     MarkerArrayEncoder,
     PointCloudEncoder,
     RateLimiter,
@@ -46,7 +46,7 @@ def random_labels(n_occupied: int = 5000, classes=range(17), seed: int = 0) -> n
 def test_marker_array_bytes_equal_rclpy_message(encoder):
     labels = random_labels()
     data = encoder.encode(labels, STAMP)
-    reference = encoder.to_message(labels, STAMP)
+    reference = ref.marker_array(encoder, labels, STAMP)
     assert isinstance(data, bytes)
     assert deserialize_message(data, MarkerArray) == reference
     # and the other way round: rclpy's own bytes decode to the same message (same definition)
@@ -104,7 +104,7 @@ def test_voxel_grid_bytes_equal_rclpy_message_and_round_trip(with_confidence):
     conf = np.random.default_rng(1).integers(0, 256, labels.shape, dtype=np.uint8) if with_confidence else None
     enc = VoxelGridEncoder()
     data = enc.encode(labels, STAMP, confidence=conf)
-    reference = enc.to_message(labels, STAMP, confidence=conf)
+    reference = ref.voxel_grid(enc, labels, STAMP, conf)
     msg = deserialize_message(data, SemanticVoxelGrid)
     assert msg == reference
     assert len(data) == len(serialize_message(reference))  # bytes differ only in padding (Fast DDS leaves it uninitialised)
@@ -124,7 +124,7 @@ def test_point_cloud_bytes_equal_rclpy_message_and_content():
     enc = PointCloudEncoder()
     data = enc.encode(labels, STAMP)
     msg = deserialize_message(data, PointCloud2)
-    assert msg == enc.to_message(labels, STAMP)
+    assert msg == ref.point_cloud(enc, labels, STAMP)
     assert msg.width == 3000 and msg.point_step == 20 and msg.header.frame_id == "base_link"
     rec = np.frombuffer(bytes(msg.data), CLOUD_DTYPE)
     xyz = pointcloud2_to_xyzir(msg)[:, :3]  # our own reader understands our own writer
@@ -134,8 +134,24 @@ def test_point_cloud_bytes_equal_rclpy_message_and_content():
     np.testing.assert_array_equal(np.stack([rgb >> 16, (rgb >> 8) & 255, rgb & 255], 1), PALETTE[rec["label"]])
 
 
-def test_grid_from_config_matches_the_default_grid():
-    assert GridSpec.from_config(load_config("tiny").grid) == GridSpec()
+def test_encoders_take_the_grid_from_the_config():
+    """One grid definition: the presets' GridConfig is the Occ3D grid the encoders default to, and
+    a different grid changes the messages (origin, size, centres); non-cubic voxels are refused."""
+    from fusionocc_core.config import GridConfig
+
+    assert load_config("tiny").grid == GridConfig()
+    labels = random_labels(500)
+    assert VoxelGridEncoder(grid=load_config("tiny").grid).encode(labels, STAMP) == VoxelGridEncoder().encode(labels, STAMP)
+    small = GridConfig(x=(0.0, 2.0, 0.5), y=(-1.0, 1.0, 0.5), z=(0.0, 1.0, 0.5))
+    grid = np.full((4, 4, 2), FREE_LABEL, np.uint8)
+    grid[3, 0, 1] = 4
+    msg = deserialize_message(VoxelGridEncoder(grid=small).encode(grid, STAMP), SemanticVoxelGrid)
+    assert (msg.size_x, msg.size_y, msg.size_z, msg.resolution) == (4, 4, 2, 0.5)
+    assert (msg.origin.position.x, msg.origin.position.y, msg.origin.position.z) == (0.0, -1.0, 0.0)
+    (car,) = deserialize_message(MarkerArrayEncoder(grid=small).encode(grid, STAMP), MarkerArray).markers[1:]
+    assert [(p.x, p.y, p.z) for p in car.points] == [(1.75, -0.75, 0.75)] and car.scale.x == 0.5
+    with pytest.raises(ValueError, match="cubic"):
+        PointCloudEncoder(grid=GridConfig(z=(-1.0, 5.4, 0.2)))
 
 
 @pytest.mark.ros
@@ -159,7 +175,7 @@ def test_published_bytes_arrive_as_the_reference_message_over_dds():
                 pub.publish(enc.encode(labels, STAMP))
             rclpy.spin_once(node, timeout_sec=0.1)
         assert got, "no message received over loopback DDS"
-        assert got[0] == enc.to_message(labels, STAMP)
+        assert got[0] == ref.marker_array(enc, labels, STAMP)
         node.destroy_node()
     finally:
         rclpy.shutdown()
@@ -187,3 +203,29 @@ def test_rate_limiter_throttles_by_stamp_and_restarts_when_time_goes_back():
     assert all(unlimited.allow(t) for t in (5, 5, 6))
     with pytest.raises(ValueError):
         RateLimiter(-1.0)
+
+
+def test_definition_driven_serializer_matches_rosbags_on_other_types():
+    """cdr.serialize follows the .msg definitions, not a hand-written layout: fixed arrays, nested
+    messages, strings and left-out fields give the bytes rosbags' own serializer writes."""
+    from fusionocc_ros.cdr import header, serialize
+    from rosbag_tools.typestore import get_store
+
+    store = get_store()
+    t = store.types
+    k = np.arange(9, dtype=np.float64)
+    value = {"header": header(STAMP, "cam_front"), "height": 900, "width": 1600, "distortion_model": "plumb_bob",
+             "d": np.zeros(5), "k": k, "p": list(range(12)), "binning_x": 1}
+    ours = serialize("sensor_msgs/msg/CameraInfo", value)
+    theirs = store.serialize_cdr(t["sensor_msgs/msg/CameraInfo"](
+        header=t["std_msgs/msg/Header"](stamp=t["builtin_interfaces/msg/Time"](sec=STAMP // 10**9, nanosec=STAMP % 10**9),
+                                        frame_id="cam_front"),
+        height=900, width=1600, distortion_model="plumb_bob", d=np.zeros(5), k=k, r=np.zeros(9),
+        p=np.arange(12, dtype=np.float64), binning_x=1, binning_y=0,
+        roi=t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
+    ), "sensor_msgs/msg/CameraInfo")
+    assert ours == bytes(theirs)
+    with pytest.raises(KeyError, match="no field"):
+        serialize("sensor_msgs/msg/CameraInfo", {"widht": 3})
+    with pytest.raises(ValueError, match="little-endian elements"):
+        serialize("visualization_msgs/msg/Marker", {"points": np.zeros((2, 3), np.float32)})

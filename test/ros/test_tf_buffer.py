@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation, Slerp
 
 from fusionocc_ros.conversions import matrix_to_transform_stamped
-from fusionocc_ros.rigid import invert, make_transform, matrix_to_quat, quat_to_matrix
+from fusionocc_core.data.poses import invert
+from fusionocc_ros.rigid import matrix_to_quat, quat_to_matrix, transform_from_xyzw
 from fusionocc_ros.tf_buffer import ConnectivityError, ExtrapolationError, FrameNotFound, TfBuffer, TransformRejected
 
 S = 1_000_000_000
@@ -264,8 +265,8 @@ unit_quats = st.lists(st.floats(-1, 1), min_size=4, max_size=4).filter(lambda q:
 def test_interpolation_matches_scipy_slerp(q0, q1, alpha):
     q0, q1 = np.array(q0) / np.linalg.norm(q0), np.array(q1) / np.linalg.norm(q1)
     tf = TfBuffer()
-    tf.set_transform("a", "b", S, make_transform(np.zeros(3), q0))  # (time 0 would mean "latest")
-    tf.set_transform("a", "b", S + 1000, make_transform(np.ones(3), q1))
+    tf.set_transform("a", "b", S, transform_from_xyzw(np.zeros(3), q0))  # (time 0 would mean "latest")
+    tf.set_transform("a", "b", S + 1000, transform_from_xyzw(np.ones(3), q1))
     t = int(round(alpha * 1000))
     got = tf.lookup("a", "b", S + t)
     want = Slerp([0, 1000], Rotation.from_quat([q0, q1]))([t]).as_matrix()[0]

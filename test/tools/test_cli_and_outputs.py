@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from fusionocc_core import cli
 from fusionocc_core.safe_paths import UnsafeNameError, check_name, child_path, name_problem
-from fusionocc_core.tools.atomic import OutputExistsError, atomic_output_dir, partial_dir, remove_stale_partials
+from fusionocc_core.tools.atomic import OutputExistsError, atomic_output_dir, atomic_write, partial_dir, remove_stale_partials
 
 
 # ----------------------------------------------------------------------------------- names
@@ -75,6 +75,22 @@ def test_atomic_output_dir_renames_on_success_and_leaves_nothing_on_error(tmp_pa
         tmp.mkdir()
         (tmp / "bag.mcap").write_text("new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bag"] and (final / "bag.mcap").read_text() == "new"
+
+
+def test_atomic_write_replaces_whole_files_readable_like_ordinary_ones(tmp_path: Path) -> None:
+    """The one atomic-write helper (checkpoints, info pickles, JSON/npz outputs): a failing writer
+    leaves the old file and no temporary; a new file is 0644, not mkstemp's private 0600."""
+    out = tmp_path / "sub" / "x.bin"
+    atomic_write(out, lambda f: f.write(b"old"))
+    assert out.read_bytes() == b"old" and (out.stat().st_mode & 0o777) == 0o644
+
+    def fail(f) -> None:
+        f.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(out, fail)
+    assert out.read_bytes() == b"old" and sorted(p.name for p in out.parent.iterdir()) == ["x.bin"]
 
 
 def test_stale_partials_of_dead_processes_only_are_removed(tmp_path: Path) -> None:
