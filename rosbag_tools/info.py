@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Sequence
 
 import yaml
-from rosbags.rosbag2 import Reader
 
 from fusionocc_core.cli import ToolError, ToolParser, tool_main
 from rosbag_tools.qos import is_latched
+from rosbag_tools.reading import open_bag
 
 PROG = "fusionocc-bag-info"
 
@@ -60,13 +60,9 @@ class BagSummary:
 def summarize(path: str | Path, scan: bool = True) -> BagSummary:
     """Read a bag's metadata (and, when `scan`, every stamp for per-topic rates)."""
     bag = Path(path)
-    if not bag.exists():
-        raise BagError(f"bag {bag} does not exist")
-    if not (bag / "metadata.yaml").is_file():
-        raise BagError(f"{bag} is not a rosbag2 directory (no metadata.yaml)")
-    try:
-        info = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
-        with Reader(bag) as reader:
+    with open_bag(bag) as reader:  # missing, not a rosbag2 directory, unreadable: BagReadError
+        try:
+            info = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
             topics: dict[int, TopicSummary] = {}
             for conn in reader.connections:
                 topics[conn.id] = TopicSummary(
@@ -82,20 +78,20 @@ def summarize(path: str | Path, scan: bool = True) -> BagSummary:
                     counts[conn.id] += 1
                 for cid, n in counts.items():
                     topics[cid].count = n
-        summary = BagSummary(
-            path=str(bag),
-            storage=str(info["storage_identifier"]),
-            version=int(info["version"]),
-            size_bytes=sum(p.stat().st_size for p in bag.rglob("*") if p.is_file()),
-            start_ns=int(info["starting_time"]["nanoseconds_since_epoch"]),
-            duration_ns=int(info["duration"]["nanoseconds"]),
-            message_count=sum(t.count for t in topics.values()),
-            topics=sorted(topics.values(), key=lambda t: t.name),
-            custom_data={str(k): str(v) for k, v in (info.get("custom_data") or {}).items()},
-        )
-    except Exception as exc:  # yaml/rosbags errors, missing keys: a corrupt or unsupported bag
-        detail = " ".join(str(exc).split()) or type(exc).__name__
-        raise BagError(f"cannot read bag {bag}: {detail}") from exc
+            summary = BagSummary(
+                path=str(bag),
+                storage=str(info["storage_identifier"]),
+                version=int(info["version"]),
+                size_bytes=sum(p.stat().st_size for p in bag.rglob("*") if p.is_file()),
+                start_ns=int(info["starting_time"]["nanoseconds_since_epoch"]),
+                duration_ns=int(info["duration"]["nanoseconds"]),
+                message_count=sum(t.count for t in topics.values()),
+                topics=sorted(topics.values(), key=lambda t: t.name),
+                custom_data={str(k): str(v) for k, v in (info.get("custom_data") or {}).items()},
+            )
+        except Exception as exc:  # yaml/rosbags errors, missing keys: a corrupt or unsupported bag
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            raise BagError(f"cannot read bag {bag}: {detail}") from exc
     return summary
 
 
