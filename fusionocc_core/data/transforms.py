@@ -382,15 +382,35 @@ RANGE_MARGIN = 1e-3  # points must lie 1 mm inside the grid (the reference's mar
 def points_in_grid(points: np.ndarray, grid_cfg: GridConfig) -> np.ndarray:
     """The rows of points (P, >=3) whose xyz lie inside the grid box shrunk by RANGE_MARGIN; NaN rows
     drop out. A fixed box: the reference's filter shrinks it by 1 mm per sample (a bug)."""
-    lo = np.asarray(grid_cfg.lower) + RANGE_MARGIN
-    hi = np.asarray(grid_cfg.upper) - RANGE_MARGIN
-    return points[np.all((points[:, :3] >= lo) & (points[:, :3] <= hi), axis=1)]
+    return points[in_grid_mask(points, grid_cfg)]
+
+
+def in_grid_mask(points: np.ndarray, grid_cfg: GridConfig) -> np.ndarray:
+    """(P,) bool: xyz inside the box [lower + RANGE_MARGIN, upper - RANGE_MARGIN] (float64 bounds).
+    float32 points are compared per column against the float32 bounds that decide the same way
+    (the nearest float32 inside the box), without float64 copies of the cloud: ~10x faster."""
+    lo = np.asarray(grid_cfg.lower, np.float64) + RANGE_MARGIN
+    hi = np.asarray(grid_cfg.upper, np.float64) - RANGE_MARGIN
+    if points.dtype == np.float32:
+        lo32, hi32 = lo.astype(np.float32), hi.astype(np.float32)
+        lo32 = np.where(lo32 < lo, np.nextafter(lo32, np.float32(np.inf)), lo32)  # x >= lo  <=>  x >= lo32
+        hi32 = np.where(hi32 > hi, np.nextafter(hi32, np.float32(-np.inf)), hi32)  # x <= hi  <=>  x <= hi32
+        lo, hi = lo32, hi32
+    keep = np.ones(len(points), bool)
+    for axis in range(3):
+        col = points[:, axis]
+        keep &= col >= lo[axis]
+        keep &= col <= hi[axis]
+    return keep
 
 
 def test_points(points: np.ndarray, cfg: Config, rng: np.random.Generator) -> np.ndarray:
     """The merged sweeps (P, 5) as the network gets them at test time: thinned, then range-filtered;
     float32 and contiguous. The dataset and the Predictor both call this (one input path)."""
-    return np.ascontiguousarray(points_in_grid(thin_points(points, cfg.data, rng), cfg.grid), np.float32)
+    keep = in_grid_mask(points, cfg.grid)
+    if cfg.data.lidar_keep_prob < 1.0:  # thin_points' draw over every point, then the same mask
+        keep &= (points[:, 4] > cfg.data.lidar_keep_ring_above) | (rng.random(len(points)) < cfg.data.lidar_keep_prob)
+    return np.ascontiguousarray(np.compress(keep, points, axis=0), np.float32)  # compress: 3x faster than points[keep]
 
 
 def thin_points(points: np.ndarray, data_cfg: DataConfig, rng: np.random.Generator) -> np.ndarray:

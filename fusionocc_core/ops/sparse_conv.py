@@ -24,6 +24,7 @@ Weights are stored as (kx, ky, kz, C_in, C_out), the mmcv layout of the official
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -251,36 +252,79 @@ class NeighbourTable:
         return int(self.table.shape[0])
 
 
-def _lookup(x: SparseTensor, coords: torch.Tensor) -> torch.Tensor:
-    """Row of each [b, x, y, z] in `coords` (..., 4) among x's sites, or M (= not active / outside)."""
-    M = x.indices.shape[0]
-    sorted_keys, order = x.sorted_keys()
-    shape = torch.tensor(x.spatial_shape, device=coords.device)
-    inside = ((coords[..., 1:] >= 0) & (coords[..., 1:] < shape)).all(-1)  # an outside key would alias
-    keys = linear_keys(coords.reshape(-1, 4), x.spatial_shape).view(coords.shape[:-1])
-    pos = torch.searchsorted(sorted_keys, keys).clamp_(max=max(M - 1, 0))
-    found = inside & (sorted_keys[pos] == keys) if M else inside & False
-    return torch.where(found, order[pos] if M else pos, M)
+@functools.lru_cache(maxsize=None)
+def _device_longs(values: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """A constant int64 tensor on `device`, made once: a fresh host->device copy per call would
+    synchronise with the host every layer."""
+    return torch.tensor(values, dtype=torch.long, device=device)
 
 
-def _offset_deltas(kernel_size: Triple, dilation: Triple, device: torch.device, centred: bool) -> torch.Tensor:
-    """(K, 4) [0, dx, dy, dz] per kernel offset in weight order; centred: relative to the centre tap."""
-    offs = torch.tensor(_kernel_offsets(kernel_size), device=device)
-    if centred:
-        offs = offs - torch.tensor([k // 2 for k in kernel_size], device=device)
-    offs = offs * torch.tensor(dilation, device=device)
-    return torch.cat([torch.zeros_like(offs[:, :1]), offs], 1)
+def _padded_keys(x: SparseTensor, low: Triple, high: Triple) -> tuple[torch.Tensor, torch.Tensor, Triple]:
+    """(sorted keys (M,), row of each sorted key (M,), padded shape) of x's sites linearised in the grid
+    widened by `low`/`high` voxels per axis, so that a neighbour outside the grid never aliases a site.
+    The widening keeps C order, so the order of the unpadded sort is reused (one sort per site set)."""
+    key = ("padded_keys", low, high)
+    if key not in x.cache:
+        shape = tuple(n + lo + hi for n, lo, hi in zip(x.spatial_shape, low, high))
+        _, order = x.sorted_keys()
+        idx = x.indices.index_select(0, order)  # (M, 4) in key order
+        keys = ((idx[:, 0] * shape[0] + idx[:, 1] + low[0]) * shape[1] + idx[:, 2] + low[1]) * shape[2] + idx[:, 3] + low[2]
+        x.cache[key] = (keys, order, shape)
+    return x.cache[key]
+
+
+def _offset_keys(kernel_size: Triple, dilation: Triple, shape: Triple, device: torch.device, centred: bool) -> torch.Tensor:
+    """(K,) key offset of each kernel tap (weight order) in a grid of `shape`; centred: relative to the centre."""
+    out = []
+    for k in _kernel_offsets(kernel_size):
+        d = [(k[a] - (kernel_size[a] // 2 if centred else 0)) * dilation[a] for a in range(3)]
+        out.append((d[0] * shape[1] + d[1]) * shape[2] + d[2])
+    return _device_longs(tuple(out), device)
+
+
+def _find(sorted_keys: torch.Tensor, order: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """Row of each query key among the sites (sorted_keys, order), or M where it is not a site."""
+    M = sorted_keys.shape[0]
+    if M == 0:
+        return torch.zeros_like(queries)
+    pos = torch.searchsorted(sorted_keys, queries).clamp_(max=M - 1)
+    return torch.where(sorted_keys.index_select(0, pos.view(-1)).view(pos.shape) == queries, order.index_select(0, pos.view(-1)).view(pos.shape), M)
 
 
 def build_subm_table(x: SparseTensor, kernel_size: Triple, dilation: Triple) -> NeighbourTable:
-    """Neighbour table of a submanifold conv (output sites = input sites); no host sync."""
+    """Neighbour table of a submanifold conv (output sites = input sites): each site's key plus each
+    tap's key offset, looked up among the sorted keys; no host sync."""
     if any(k % 2 == 0 for k in kernel_size):
         raise ValueError(f"SubMConv3d needs odd kernel sizes, got {kernel_size}")
     key = ("subm_table", kernel_size, dilation)
     if key not in x.cache:
-        deltas = _offset_deltas(kernel_size, dilation, x.indices.device, centred=True)  # (K, 4)
-        x.cache[key] = NeighbourTable(_lookup(x, x.indices.unsqueeze(1) + deltas), x.indices.shape[0])  # (M, K)
+        pad: Triple = tuple(k // 2 * d for k, d in zip(kernel_size, dilation))  # type: ignore[assignment]
+        keys, order, shape = _padded_keys(x, pad, pad)
+        taps = _offset_keys(kernel_size, dilation, shape, keys.device, centred=True)  # (K,)
+        site_keys = torch.empty_like(keys).index_copy_(0, order, keys)  # (M,) in row order
+        x.cache[key] = NeighbourTable(_find(keys, order, site_keys.unsqueeze(1) + taps), x.indices.shape[0])  # (M, K)
     return x.cache[key]
+
+
+def _strided_candidates(x: SparseTensor, kernel_size: Triple, stride: Triple, padding: Triple, dilation: Triple,
+                        out_shape: Triple) -> torch.Tensor:
+    """(M, K) linear key of the output site each input site feeds through each tap, or the sentinel
+    B * prod(out_shape) where it feeds none; built per axis and broadcast (no (M, K, 4) tensors)."""
+    idx = x.indices
+    parts, ok = [], None
+    for a in range(3):
+        taps = _device_longs(tuple(k * dilation[a] for k in range(kernel_size[a])), idx.device)
+        num = idx[:, a + 1].unsqueeze(1) + padding[a] - taps  # (M, k_a): o * s for the output fed through tap k
+        o = torch.div(num, stride[a], rounding_mode="floor")
+        good = (num % stride[a] == 0) & (num >= 0) & (o < out_shape[a])
+        view = [-1, 1, 1, 1]
+        view[a + 1] = kernel_size[a]
+        parts.append(o.view(view))
+        ok = good.view(view) if ok is None else ok & good.view(view)
+    base = (idx[:, 0] * out_shape[0]).view(-1, 1, 1, 1)
+    keys = ((base + parts[0]) * out_shape[1] + parts[1]) * out_shape[2] + parts[2]  # (M, kx, ky, kz)
+    sentinel = x.batch_size * math.prod(out_shape)
+    return torch.where(ok, keys, sentinel).reshape(idx.shape[0], math.prod(kernel_size))
 
 
 def build_strided_table(x: SparseTensor, kernel_size: Triple, stride: Triple, padding: Triple, dilation: Triple
@@ -291,22 +335,35 @@ def build_strided_table(x: SparseTensor, kernel_size: Triple, stride: Triple, pa
     key = ("conv_table", kernel_size, stride, padding, dilation)
     if key in x.cache:
         return x.cache[key]
-    dev = x.indices.device
-    s = torch.tensor((1,) + stride, device=dev)
-    p = torch.tensor((0,) + padding, device=dev)
-    deltas = _offset_deltas(kernel_size, dilation, dev, centred=False)  # (K, 4) k * d
-    num = x.indices.unsqueeze(1) + p - deltas  # (M, K, 4): o * s for the output fed through offset k
-    out = torch.div(num, s, rounding_mode="floor")
-    shape = torch.tensor((x.batch_size,) + out_shape, device=dev)
-    ok = ((num % s == 0) & (num >= 0) & (out < shape)).all(-1)  # (M, K)
+    cand = _strided_candidates(x, kernel_size, stride, padding, dilation, out_shape)
     sentinel = x.batch_size * math.prod(out_shape)  # one past every real key; always present
-    cand = torch.where(ok, linear_keys(out.reshape(-1, 4), out_shape).view(ok.shape), sentinel)
     uniq = torch.unique(torch.cat([cand.reshape(-1), cand.new_full((1,), sentinel)]))[:-1]  # (M',) sorted
     out_indices = unravel_keys(uniq, out_shape)
-    src = out_indices.unsqueeze(1) * s - p + deltas  # (M', K, 4) input site of each offset
-    result = (NeighbourTable(_lookup(x, src), x.indices.shape[0]), out_indices, out_shape)
+    # input tap k of output o sits at o * s - p + k * d: widen the input grid by p below and by the
+    # overhang above so every tap has a key, then one broadcast add per output row
+    high: Triple = tuple(max(0, (o - 1) * st - p + (k - 1) * d - (n - 1))  # type: ignore[assignment]
+                         for o, st, p, k, d, n in zip(out_shape, stride, padding, kernel_size, dilation, x.spatial_shape))
+    keys, order, shape = _padded_keys(x, padding, high)
+    b, o = out_indices[:, 0], out_indices[:, 1:]
+    base = ((b * shape[0] + o[:, 0] * stride[0]) * shape[1] + o[:, 1] * stride[1]) * shape[2] + o[:, 2] * stride[2]
+    taps = _offset_keys(kernel_size, dilation, shape, keys.device, centred=False)  # (K,)
+    result = (NeighbourTable(_find(keys, order, base.unsqueeze(1) + taps), x.indices.shape[0]), out_indices, out_shape)
     x.cache[key] = result
     return result  # type: ignore[return-value]
+
+
+def _gather_rows(padded: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """padded[index] for a flat index, as an element-wise gather of the rows' machine words: the row
+    gather of index_select gives each short row (32-128 bytes here) a whole thread block on CUDA,
+    ~10x slower (profile on an H200). Same values, no autograd (inference only)."""
+    row_bytes = padded.shape[1] * padded.element_size()
+    for word in (torch.int64, torch.int32, torch.int16):
+        size = torch.empty((), dtype=word).element_size()
+        if row_bytes % size == 0 and padded.is_contiguous():
+            words = padded.view(word)  # (M + 1, W)
+            out = torch.gather(words, 0, index.unsqueeze(1).expand(-1, words.shape[1]))  # (n, W)
+            return out.view(padded.dtype)
+    return padded.index_select(0, index)
 
 
 def _table_conv(feats: torch.Tensor, weight: torch.Tensor, nt: NeighbourTable) -> torch.Tensor:
@@ -318,9 +375,9 @@ def _table_conv(feats: torch.Tensor, weight: torch.Tensor, nt: NeighbourTable) -
     if torch.is_grad_enabled() and feats.requires_grad:  # advanced indexing: deterministic backward
         def gather(t: torch.Tensor) -> torch.Tensor:
             return padded[t]
-    else:  # inference: a flat row gather
+    else:  # inference: a flat element-wise gather
         def gather(t: torch.Tensor) -> torch.Tensor:
-            return padded.index_select(0, t.reshape(-1))
+            return _gather_rows(padded, t.reshape(-1))
     chunks = [gather(nt.table[r:r + rows]).reshape(-1, K * c_in) @ w for r in range(0, max(nt.num_out, 1), rows)]
     return torch.cat(chunks) if len(chunks) != 1 else chunks[0]
 
@@ -410,7 +467,8 @@ class _SparseConvBase(nn.Module):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, bias={self.bias is not None}")
 
-    def _apply_rulebook(self, feats: torch.Tensor, rb: Rulebook | NeighbourTable) -> torch.Tensor:
+    def _apply_rulebook(self, feats: torch.Tensor, rb: Rulebook | NeighbourTable | None) -> torch.Tensor:
+        """The conv's GEMMs on a rulebook; rb None: a 1x1x1 submanifold conv (every site its own tap)."""
         if feats.shape[1] != self.in_channels:
             raise ValueError(f"{type(self).__name__}: expected {self.in_channels} input channels, got {feats.shape[1]}")
         w = self.weight.reshape(-1, self.in_channels, self.out_channels)  # (K, C_in, C_out)
@@ -419,7 +477,9 @@ class _SparseConvBase(nn.Module):
             dtype = torch.get_autocast_dtype(dev)
             feats, w = feats.to(dtype), w.to(dtype)
         with torch.autocast(dev, enabled=False):
-            if isinstance(rb, NeighbourTable):
+            if rb is None:
+                out = feats @ w[0]  # (M, C_out)
+            elif isinstance(rb, NeighbourTable):
                 out = _table_conv(feats, w, rb)  # (M', C_out), autograd through gather + GEMM
             else:
                 out = _SparseConvFunction.apply(feats, w, rb)  # (M', C_out)
@@ -434,6 +494,8 @@ class SubMConv3d(_SparseConvBase):
     subm = True
 
     def forward(self, x: SparseTensor) -> SparseTensor:
+        if self.kernel_size == (1, 1, 1):
+            return x.replace_feature(self._apply_rulebook(x.features, None))
         build = build_subm_table if _use_table(x.features.device) else build_subm_rulebook
         return x.replace_feature(self._apply_rulebook(x.features, build(x, self.kernel_size, self.dilation)))
 

@@ -216,3 +216,22 @@ def test_bad_inputs_are_refused_with_a_clear_message() -> None:
     with pytest.raises(ValueError, match="algorithm"):
         with sparse_conv_algorithm("spconv"):
             pass
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels", [3, 5, 16, 48])
+def test_inference_gather_equals_the_autograd_gather(dtype: torch.dtype, channels: int) -> None:
+    # inference gathers rows as machine words (int64/int32/int16 views); training uses advanced indexing
+    dense, mask = _random_sparse(8, B=2, C=channels, shape=(7, 6, 5), density=0.4)
+    for conv in (SubMConv3d(channels, 4, 3), SparseConv3d(channels, 4, 3, stride=2, padding=1)):
+        conv = conv.to(dtype)
+        with sparse_conv_algorithm("table"):
+            x = SparseTensor.from_dense(dense.to(dtype), mask)
+            with torch.no_grad():
+                inference = conv(x).features
+            trained = conv(SparseTensor.from_dense(dense.to(dtype).requires_grad_(True), mask)).features
+        with sparse_conv_algorithm("pairs"), torch.no_grad():
+            pairs = conv(SparseTensor.from_dense(dense.to(dtype), mask)).features
+        assert inference.dtype == dtype and torch.equal(inference, trained.detach())
+        tol = 1e-2 if dtype == torch.bfloat16 else 1e-5
+        torch.testing.assert_close(inference.float(), pairs.float(), rtol=tol, atol=tol)

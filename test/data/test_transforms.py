@@ -320,6 +320,23 @@ def test_test_points_thin_like_the_official_pipeline() -> None:
     assert np.isfinite(out).all() and out.dtype == np.float32 and out.flags["C_CONTIGUOUS"]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_grid_box_decides_like_float64_at_its_edges(dtype) -> None:
+    # the float32 fast path must keep exactly the points the float64 comparison keeps, edges included
+    lo = np.asarray(OFFICIAL.grid.lower, np.float64) + T.RANGE_MARGIN
+    hi = np.asarray(OFFICIAL.grid.upper, np.float64) - T.RANGE_MARGIN
+    rng = np.random.default_rng(3)
+    pts = rng.uniform(-41, 41, (3000, 5)).astype(dtype)
+    for i in range(1200):  # the bounds, and the neighbouring representable values on both sides
+        axis, bound = i % 3, (lo if i % 2 else hi)[i % 3]
+        v = dtype(bound)
+        pts[i, axis] = v if i % 3 == 0 else np.nextafter(v, dtype(np.inf if i % 4 < 2 else -np.inf))
+    pts[1200:1210, 2] = np.nan
+    expected = np.all((pts[:, :3].astype(np.float64) >= lo) & (pts[:, :3].astype(np.float64) <= hi), axis=1)
+    np.testing.assert_array_equal(T.in_grid_mask(pts, OFFICIAL.grid), expected)
+    assert 0 < expected[:1200].sum() < 1200  # the edge cases fall on both sides
+
+
 @settings(max_examples=60, deadline=None)
 @given(arrays(np.float32, st.tuples(st.integers(0, 300), st.just(5)),
               elements=st.floats(allow_nan=True, allow_infinity=True, width=32)),
