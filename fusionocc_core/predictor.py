@@ -68,8 +68,11 @@ class Predictor:
     """A FusionOcc model ready for inference, with the previous key-frame's image features cached."""
 
     def __init__(self, cfg: Config | str | Path, checkpoint: str | Path | None = None, device: str = "cpu",
-                 precision: str = "fp32", compile: bool = False, seed: int | None = None):
+                 precision: str = "fp32", compile: bool = False, seed: int | None = None,
+                 stage_timings: bool | None = None):
         self.cfg = load_config(cfg)
+        # per-stage times synchronise the device at every stage boundary, which stops the host from
+        # preparing the next stage while the GPU works: on by default on the CPU only (free there)
         self.seed = seed  # LiDAR thinning: None seeds each frame by its stamp (reproducible per frame)
         self.device = resolve_device(device)
         if precision not in PRECISIONS:
@@ -79,6 +82,7 @@ class Predictor:
         if compile and self.device.type != "cuda":
             raise ValueError("compile=True is supported on CUDA devices only")
         self.precision = precision
+        self.stage_timings = self.device.type == "cpu" if stage_timings is None else bool(stage_timings)
         self.model = build_model(self.cfg)
         self.checkpoint_kind = "random-init"
         if checkpoint is not None:
@@ -137,11 +141,13 @@ class Predictor:
     def make_batch(self, frame_set: FrameSet) -> tuple[dict, list[CameraFrame]]:
         """The model batch (B = 1) of a FrameSet, and the CameraFrame used for every time step
         (imgs and sparse_depth on the Predictor's device, the rest on the CPU)."""
-        batch, frames, _ = self._inputs(frame_set, skip_cached=False)
+        batch, frames, _ = self._camera_batch(frame_set, skip_cached=False)
+        batch.update(self._lidar_batch(frame_set, batch))
         return batch, frames
 
-    def _inputs(self, frame_set: FrameSet, skip_cached: bool) -> tuple[dict, list[CameraFrame], list[torch.Tensor | None]]:
-        """make_batch, plus each time step's image tensor (N, 3, H, W). With skip_cached, frames whose
+    def _camera_batch(self, frame_set: FrameSet, skip_cached: bool) -> tuple[dict, list[CameraFrame], list[torch.Tensor | None]]:
+        """The camera part of the batch (matrices (1, T, N, ...) on the CPU, imgs), the CameraFrame of
+        every time step and each time step's image tensor (N, 3, H, W). With skip_cached, frames whose
         features are in the cache (or repeat an earlier time step) get None and batch["imgs"] is a
         zero-stride placeholder of the right shape: their images are never transformed."""
         frames = [frame_set.cameras] + list(frame_set.previous[: self.num_frames - 1])
@@ -161,20 +167,23 @@ class Predictor:
         else:
             H, W = self.cfg.data.input_size
             batch["imgs"] = torch.zeros(()).expand(1, len(frames), len(self.cfg.data.cameras), 3, H, W)
+        batch["bda"] = torch.eye(3).unsqueeze(0)
+        return batch, frames, frame_imgs
+
+    def _lidar_batch(self, frame_set: FrameSet, camera_batch: dict) -> dict:
+        """The LiDAR part of the batch: the key sweep's sparse depth (1, N, H, W) on the device, and the
+        thinned, range-boxed merged sweeps (a list of one (P, 5) CPU tensor)."""
         key_points = torch.from_numpy(self._points(frame_set.key_points, "key_points")).to(self.device)
         lo, hi, _ = self.cfg.grid.depth
-        cur = per_t[0]
+        cur = {k: camera_batch[k][0, 0] for k in ("sensor2ego", "intrins", "post_rots", "post_trans")}
         # the key points live in the ego frame at the LiDAR stamp, the cameras in ego at the first camera's
         cams_lidarego = torch.from_numpy(frame_set.sensor2lidarego(cur["sensor2ego"].numpy()))
         sparse = sparse_depth_tensors(key_points, cams_lidarego, cur["intrins"], cur["post_rots"], cur["post_trans"],
                                       tuple(self.cfg.data.input_size), (lo, hi))  # (N, H, W) on the device
-        batch["sparse_depth"] = sparse.unsqueeze(0)  # (1, N, H, W)
-        batch["bda"] = torch.eye(3).unsqueeze(0)
         seed = int(frame_set.stamp_ns) if self.seed is None else self.seed
         points = test_points(self._points(frame_set.points, "points"), self.cfg, np.random.default_rng(seed))
-        batch["points"] = [torch.from_numpy(points)]
         self.last_num_points = (len(frame_set.points), len(points))  # (received, after thinning + range box)
-        return batch, frames, frame_imgs
+        return {"sparse_depth": sparse.unsqueeze(0), "points": [torch.from_numpy(points)]}
 
     # ------------------------------------------------------------------ features
     def _frame_features(self, imgs: torch.Tensor | None, stamp_ns: int) -> torch.Tensor:
@@ -223,30 +232,36 @@ class Predictor:
 
     # ------------------------------------------------------------------ predict
     def predict(self, frame_set: FrameSet) -> Prediction:
-        """Occupancy for one FrameSet. timings (ms): preprocess, backbone, fusion, lift, lidar_encoder,
-        encoder_3d, head, postprocess, total."""
+        """Occupancy for one FrameSet. timings (ms): preprocess, postprocess, total, and with stage
+        timings on: backbone, fusion, lift, lidar_encoder, encoder_3d, head."""
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
-        batch, frames, frame_imgs = self._inputs(frame_set, skip_cached=True)
-        timings["preprocess"] = (time.perf_counter() - t_start) * 1e3
+        batch, frames, frame_imgs = self._camera_batch(frame_set, skip_cached=True)
+        preprocess_s = time.perf_counter() - t_start
         dev = self.device
-        self.model.check_batch(batch)  # on the host copies: no device synchronisation
-        batch = {k: ([p.to(dev) for p in v] if k == "points" else v if k == "imgs" else v.to(dev, non_blocking=True))
-                 for k, v in batch.items()}  # images go to the device per frame, only when encoded
         autocast = torch.autocast("cuda", dtype=PRECISIONS[self.precision], enabled=self.precision != "fp32") \
             if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
-        self.model.stage_times = timings
-        timings["backbone"] = 0.0  # stays 0 when every frame's features come from the cache
+        self.model.stage_times = timings if self.stage_timings else None
+        if self.stage_timings:
+            timings["backbone"] = 0.0  # stays 0 when every frame's features come from the cache
         try:
             with torch.inference_mode(), autocast:
                 first: dict[int, int] = {}  # CameraFrame id -> its first time step
                 for t, frame in enumerate(frames):
                     first.setdefault(id(frame), t)
                 computed: dict[int, torch.Tensor] = {}  # CameraFrame id -> features, within this call
-                # cached frames first: encoding a new frame may evict the oldest stamps from the cache
+                # cached frames first: encoding a new frame may evict the oldest stamps from the cache;
+                # on CUDA the backbone's kernels are queued here and the host prepares the LiDAR input
+                # below while they run
                 for t in sorted(first.values(), key=lambda t: frame_imgs[t] is not None):
                     computed[id(frames[t])] = self._frame_features(frame_imgs[t], int(frames[t].stamp_ns))
                 feats = [computed[id(frame)] for frame in frames]
+                t_lidar = time.perf_counter()
+                batch.update(self._lidar_batch(frame_set, batch))
+                self.model.check_batch(batch)  # on the host copies: no device synchronisation
+                batch = {k: ([p.to(dev) for p in v] if k == "points" else v if k == "imgs" else v.to(dev, non_blocking=True))
+                         for k, v in batch.items()}  # images went to the device per frame, only when encoded
+                preprocess_s += time.perf_counter() - t_lidar
                 out = self.model.forward_features(batch, feats)
                 t_post = time.perf_counter()
                 logits = out["occ_logits"][0].float()  # (X, Y, Z, classes)
@@ -256,6 +271,7 @@ class Predictor:
                 conf_np = (conf * 255.0).round_().to(torch.uint8).cpu().numpy()
         finally:
             self.model.stage_times = None
+        timings["preprocess"] = preprocess_s * 1e3
         timings["postprocess"] = (time.perf_counter() - t_post) * 1e3
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         return Prediction(labels_np, conf_np, timings, int(frame_set.stamp_ns))

@@ -55,6 +55,19 @@ def test_prediction_types_shapes_and_timings(predictor):
     assert pred.timings["total"] >= pred.timings["encoder_3d"] > 0
 
 
+def test_stage_timings_off_gives_the_same_prediction_and_only_the_totals() -> None:
+    # the node's CUDA setting: no synchronising stage timers; the answer must not depend on it
+    torch.manual_seed(0)
+    timed, untimed = Predictor("tiny", seed=3), Predictor("tiny", seed=3, stage_timings=False)
+    untimed.model.load_state_dict(timed.model.state_dict())
+    assert timed.stage_timings and not untimed.stage_timings  # CPU default: on
+    previous = camera_frame(21, 500, x_offset=-1.0)
+    for fs in (frame_set(2, 1_000, [previous]), frame_set(3, 1_500, [camera_frame(2, 1_000)])):
+        a, b = timed.predict(fs), untimed.predict(fs)
+        assert np.array_equal(a.labels, b.labels) and np.array_equal(a.confidence, b.confidence)
+        assert set(b.timings) == {"preprocess", "postprocess", "total"} and "lidar_encoder" in a.timings
+
+
 def test_predict_equals_the_model_forward_with_argmax_and_softmax(predictor):
     fs = frame_set(1, 2_000, [camera_frame(11, 1_500, x_offset=-2.5)])
     pred = predictor.predict(fs)
