@@ -6,6 +6,7 @@ object. Unknown keys are an error (a typo must not silently fall back to a defau
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,16 @@ import numpy as np
 from fusionocc_core.classes import CAMERA_NAMES, GRID_LOWER, GRID_UPPER, NUM_CLASSES, VOXEL_SIZE
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
+
+
+@functools.lru_cache(maxsize=8)
+def _center_table(x: tuple, y: tuple, z: tuple, dtype: str) -> np.ndarray:
+    """(X*Y*Z, 3) read-only centres lower + (index + 0.5) * size of a grid, C order (values in float64,
+    then cast): 7.7 MB in float32 for Occ3D's 640k voxels."""
+    axes = [lo + (np.arange(int(round((hi - lo) / st))) + 0.5) * st for lo, hi, st in (x, y, z)]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3).astype(dtype)
+    grid.setflags(write=False)
+    return grid
 
 
 @dataclass
@@ -49,15 +60,8 @@ class GridConfig:
 
     def centers(self, flat_index: np.ndarray, dtype: type = np.float64) -> np.ndarray:
         """(n,) flat C-order [x][y][z] indices -> (n, 3) voxel centres lower + (index + 0.5) * size
-        in the ego frame (per-axis lookup tables, no loop over voxels)."""
-        shape = self.shape
-        i, rest = np.divmod(flat_index, shape[1] * shape[2])
-        j, k = np.divmod(rest, shape[2])
-        out = np.empty((np.size(flat_index), 3), dtype)
-        for axis, idx in enumerate((i, j, k)):
-            table = self.lower[axis] + (np.arange(shape[axis]) + 0.5) * self.voxel_size[axis]  # (size,) float64
-            out[:, axis] = table[idx]
-        return out
+        in the ego frame: rows of a per-grid table of every centre, built once (one gather per call)."""
+        return np.take(_center_table(self.x, self.y, self.z, np.dtype(dtype).str), flat_index, axis=0)
 
     def check_labels(self, labels: np.ndarray) -> np.ndarray:
         """`labels` if it is a uint8 array of the grid's shape, else ValueError saying what it is."""

@@ -47,7 +47,7 @@ class CdrWriter:
             self._parts.append(_ZEROS[:pad])
             self._pos += pad
 
-    def raw(self, data: bytes) -> None:
+    def raw(self, data: bytes | memoryview) -> None:
         self._parts.append(data)
         self._pos += len(data)
 
@@ -126,7 +126,7 @@ def _write(w: CdrWriter, node: tuple, value: Any) -> None:
                 raise ValueError(f"numpy {data.dtype}{data.shape} is not {count} little-endian elements of {size} bytes")
             if count:
                 w.align(alignment)
-                w.raw(data.tobytes())
+                w.raw(memoryview(data.reshape(-1).view(np.uint8)))  # copied once, by getvalue's join
         elif value is None:
             for _ in range(count):  # a fixed array left out: zero elements
                 _write(w, sub, None)

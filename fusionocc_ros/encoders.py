@@ -57,7 +57,10 @@ def class_mask(classes: Iterable[str | int] | None = None) -> np.ndarray:
     return mask
 
 
-def occupied_voxels(labels: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+Drawn = tuple[np.ndarray, np.ndarray, np.ndarray]  # occupied_voxels' (index, label, counts)
+
+
+def occupied_voxels(labels: np.ndarray, mask: np.ndarray) -> Drawn:
     """Flat indices and labels of the drawn voxels, grouped by class, plus per-class counts.
 
     Returns (index (n,) int64, label (n,) uint8, counts (NUM_CLASSES,)); labels >= NUM_CLASSES
@@ -125,21 +128,22 @@ class MarkerArrayEncoder:
         self.voxel_size = cubic_voxel_size(self.grid)
         prepare(MARKER_ARRAY_TYPE)
 
-    def groups(self, labels: np.ndarray) -> list[tuple[int, np.ndarray]]:
-        """[(class, (n, 3) float64 centres)] for the drawn classes present, in class order."""
-        index, _, counts = occupied_voxels(self.grid.check_labels(labels), self.mask)
+    def groups(self, labels: np.ndarray, drawn: Drawn | None = None) -> list[tuple[int, np.ndarray]]:
+        """[(class, (n, 3) float64 centres)] for the drawn classes present, in class order. `drawn`:
+        occupied_voxels(labels, self.mask) when the caller already has it (shared by the encoders)."""
+        index, _, counts = drawn or occupied_voxels(self.grid.check_labels(labels), self.mask)
         centers = self.grid.centers(index)  # (n, 3), grouped by class
         bounds = np.concatenate([[0], np.cumsum(counts)])
         return [(c, centers[bounds[c] : bounds[c + 1]]) for c in range(NUM_CLASSES) if counts[c]]
 
-    def markers(self, labels: np.ndarray, stamp_ns: int) -> list[dict[str, Any]]:
+    def markers(self, labels: np.ndarray, stamp_ns: int, drawn: Drawn | None = None) -> list[dict[str, Any]]:
         """The visualization_msgs/Marker values (dicts; points as (n, 3) float64 rows)."""
         head = header(stamp_ns, self.frame_id)
         out: list[dict[str, Any]] = []
         if self.delete_all:
             out.append({"header": head, "action": DELETEALL, "pose": IDENTITY_POSE})
         size = self.voxel_size
-        for c, centers in self.groups(labels):
+        for c, centers in self.groups(labels, drawn):
             out.append({
                 "header": head, "ns": CLASS_NAMES[c], "id": c, "type": CUBE_LIST, "action": ADD,
                 "pose": IDENTITY_POSE, "scale": {"x": size, "y": size, "z": size},
@@ -148,9 +152,9 @@ class MarkerArrayEncoder:
             })
         return out
 
-    def encode(self, labels: np.ndarray, stamp_ns: int) -> bytes:
+    def encode(self, labels: np.ndarray, stamp_ns: int, drawn: Drawn | None = None) -> bytes:
         """CDR bytes of the MarkerArray for one prediction stamped with the LiDAR stamp."""
-        return serialize(MARKER_ARRAY_TYPE, {"markers": self.markers(labels, stamp_ns)})
+        return serialize(MARKER_ARRAY_TYPE, {"markers": self.markers(labels, stamp_ns, drawn)})
 
 
 # --- SemanticVoxelGrid -----------------------------------------------------------------------
@@ -212,18 +216,18 @@ class PointCloudEncoder:
         self.rgb = packed_rgb()
         prepare(POINT_CLOUD_TYPE)
 
-    def points(self, labels: np.ndarray) -> np.ndarray:
-        """(n,) CLOUD_DTYPE records of the drawn voxels."""
-        index, lab, _ = occupied_voxels(self.grid.check_labels(labels), self.mask)
+    def points(self, labels: np.ndarray, drawn: Drawn | None = None) -> np.ndarray:
+        """(n,) CLOUD_DTYPE records of the drawn voxels (`drawn` as in MarkerArrayEncoder.groups)."""
+        index, lab, _ = drawn or occupied_voxels(self.grid.check_labels(labels), self.mask)
         rows = np.empty((index.size, 5), np.float32)  # x y z rgb label: 20 bytes per point
         rows[:, :3] = self.grid.centers(index, np.float32)
         rows[:, 3] = self.rgb[lab]
         rows[:, 4] = lab.astype("<u4").view(np.float32)  # label byte at offset 16, then 3 zero bytes
         return rows.view(CLOUD_DTYPE).reshape(-1)
 
-    def value(self, labels: np.ndarray, stamp_ns: int) -> dict[str, Any]:
+    def value(self, labels: np.ndarray, stamp_ns: int, drawn: Drawn | None = None) -> dict[str, Any]:
         """The message value (data = the packed points as raw bytes)."""
-        pts = self.points(labels)
+        pts = self.points(labels, drawn)
         return {
             "header": header(stamp_ns, self.frame_id),
             "height": 1, "width": pts.size,
@@ -234,9 +238,9 @@ class PointCloudEncoder:
             "is_dense": True,
         }
 
-    def encode(self, labels: np.ndarray, stamp_ns: int) -> bytes:
+    def encode(self, labels: np.ndarray, stamp_ns: int, drawn: Drawn | None = None) -> bytes:
         """CDR bytes of the cloud."""
-        return serialize(POINT_CLOUD_TYPE, self.value(labels, stamp_ns))
+        return serialize(POINT_CLOUD_TYPE, self.value(labels, stamp_ns, drawn))
 
 
 # --- throttling ------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from fusionocc_core.config import Config
 from fusionocc_core.frame import FrameSet
 from fusionocc_ros.assembler import AssemblyError, FrameAssembler
 from fusionocc_ros.conversions import ConversionError, header_stamp_ns
-from fusionocc_ros.encoders import MarkerArrayEncoder, PointCloudEncoder, VoxelGridEncoder
+from fusionocc_ros.encoders import MarkerArrayEncoder, PointCloudEncoder, VoxelGridEncoder, occupied_voxels
 from fusionocc_ros.sync import LidarAnchoredSync, SyncedSet
 from fusionocc_ros.tf_buffer import TfBuffer
 
@@ -242,12 +242,16 @@ class OccupancyPipeline:
         confidence = getattr(prediction, "confidence", None)
         stamp = synced.lidar_stamp_ns
         messages: dict[str, bytes] = {}
+        drawn, drawn_mask = None, None  # the drawn voxels, found once for the markers and the cloud
         for name in self.settings.outputs:
             if name == "voxels":
                 conf = confidence if self.settings.publish_confidence else None
                 messages[name] = self.encoders[name].encode(labels, stamp, conf)
             else:
-                messages[name] = self.encoders[name].encode(labels, stamp)
+                encoder = self.encoders[name]
+                if drawn is None or not np.array_equal(drawn_mask, encoder.mask):  # same class filter: shared
+                    drawn, drawn_mask = occupied_voxels(encoder.grid.check_labels(labels), encoder.mask), encoder.mask
+                messages[name] = encoder.encode(labels, stamp, drawn)
         t3 = time.perf_counter()
         timings = {f"model_{k}": float(v) for k, v in (getattr(prediction, "timings", None) or {}).items()}
         timings.update(assemble=(t1 - t0) * 1e3, predict=(t2 - t1) * 1e3, encode=(t3 - t2) * 1e3)

@@ -229,3 +229,15 @@ def test_definition_driven_serializer_matches_rosbags_on_other_types():
         serialize("sensor_msgs/msg/CameraInfo", {"widht": 3})
     with pytest.raises(ValueError, match="little-endian elements"):
         serialize("visualization_msgs/msg/Marker", {"points": np.zeros((2, 3), np.float32)})
+
+
+def test_markers_and_cloud_encode_the_same_from_shared_drawn_voxels() -> None:
+    # the pipeline finds the drawn voxels once per frame and hands them to both encoders
+    from fusionocc_ros.encoders import MarkerArrayEncoder, PointCloudEncoder, occupied_voxels
+
+    labels = np.random.default_rng(4).integers(0, 18, (200, 200, 16)).astype(np.uint8)
+    for classes in (None, ["car", "manmade"]):
+        markers, cloud = MarkerArrayEncoder(classes=classes), PointCloudEncoder(classes=classes)
+        drawn = occupied_voxels(labels, markers.mask)
+        assert markers.encode(labels, 7, drawn) == markers.encode(labels, 7)
+        assert cloud.encode(labels, 7, drawn) == cloud.encode(labels, 7)
