@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="bf16", choices=("fp32", "bf16", "fp16"), help="autocast dtype")
     ap.add_argument("--compile", action="store_true", help="torch.compile the dense stages")
     ap.add_argument("--warmup", type=int, default=3, help="synchronized sets not counted at the start")
+    ap.add_argument("--cpu-decode", action="store_true",
+                    help="decode JPEGs with OpenCV on CPU threads even where nvJPEG (torchvision) is available")
     ap.add_argument("--params", type=Path, default=REPO / "config" / "occ_node.yaml", help="node parameters YAML")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     predictor = Predictor(cfg, checkpoint=args.checkpoint, device=args.device, precision=args.precision,
                           compile=args.compile)
     warmup_s = predictor.warmup()
-    pipeline = OccupancyPipeline(cfg, predictor, pipeline_settings(load_params_file(args.params)))
+    pipeline = OccupancyPipeline(cfg, predictor, pipeline_settings(load_params_file(args.params)),
+                                 gpu_jpeg=not args.cpu_decode)
     store = get_store()
     totals: list[float] = []
     stages: list[dict[str, float]] = []
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
     result = {
         "device": name, "torch": torch.__version__, "preset": cfg.name, "precision": args.precision,
-        "compile": args.compile, "frames": len(totals), "warmup_s": warmup_s,
+        "compile": args.compile, "frames": len(totals), "warmup_s": warmup_s, "jpeg_decoding": pipeline.jpeg_decoding,
         "points_p50": statistics.median(points), "points_min": min(points),
         "occupied_voxels_p50": statistics.median(occupied),
         "p50_ms": percentile(totals, 50), "p99_ms": percentile(totals, 99), "max_ms": max(totals),
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# node pipeline on {args.bag.name}: {cfg.name} {args.precision}{' compiled' if args.compile else ''} "
           f"on {name}, torch {torch.__version__}; warm-up {warmup_s:.1f} s; {len(totals)} frames, "
           f"median {result['points_p50']:.0f} LiDAR points (min {result['points_min']}), "
-          f"{result['occupied_voxels_p50']:.0f} occupied voxels")
+          f"{result['occupied_voxels_p50']:.0f} occupied voxels; JPEG decoding {pipeline.jpeg_decoding}")
     print(f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, max {result['max_ms']:.1f} ms")
     for k, v in result["stages_p50_ms"].items():
         print(f"  {k:<24}{v:9.1f}")

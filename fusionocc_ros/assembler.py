@@ -26,16 +26,22 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from fusionocc_core.config import Config
+from fusionocc_core.data.transforms import image_hw
 from fusionocc_core.frame import CameraFrame, FrameSet
 from fusionocc_ros.conversions import ConversionError, camera_info_to_k, header_stamp_ns, image_msg_to_rgb, pointcloud2_to_xyzir
 from fusionocc_ros.rigid import transform_points
 from fusionocc_ros.sync import SyncedSet
 from fusionocc_ros.tf_buffer import TfBuffer, TfError
+
+if TYPE_CHECKING:
+    import torch
+
+    from fusionocc_ros.gpu_decode import BatchDecoder
 
 ASSEMBLY_ERROR_KINDS = ("missing_intrinsics", "missing_tf", "bad_input", "image_size")
 
@@ -63,7 +69,7 @@ class CameraImage:
 
     stamp_ns: int
     frame_id: str  # optical frame
-    image: np.ndarray  # (H, W, 3) uint8 RGB
+    image: np.ndarray | torch.Tensor  # (H, W, 3) uint8 RGB, or (3, H, W) uint8 RGB decoded on the GPU
 
 
 def decode_lidar(payload: Any) -> LidarSweep:
@@ -130,6 +136,7 @@ class FrameAssembler:
         history_tolerance_s: float = 0.25,
         decode_lidar: Callable[[Any], LidarSweep] = decode_lidar,
         decode_camera: Callable[[Any], CameraImage] = decode_camera,
+        decode_jpegs: BatchDecoder | None = None,
     ):
         if not history_spacing_s > 0 or not 0 <= history_tolerance_s < history_spacing_s:
             raise ValueError(
@@ -146,6 +153,7 @@ class FrameAssembler:
         self.tolerance_ns = int(round(history_tolerance_s * 1e9))
         self._decode_lidar = decode_lidar
         self._decode_camera = decode_camera
+        self._decode_jpegs = decode_jpegs  # a set's JPEGs in one batch (nvJPEG), else the CPU pool
         self._intrinsics: dict[str, tuple[np.ndarray, tuple[int, int] | None]] = {}
         self._lidar_stamps: list[int] = []
         self._lidar_payloads: list[Any] = []
@@ -254,6 +262,8 @@ class FrameAssembler:
         todo = [((name, stamp), payload) for name, stamp, payload in
                 zip(self.camera_names, synced.camera_stamps_ns, synced.cameras)
                 if not self._image_cache.contains((name, stamp), payload)]
+        if self._decode_jpegs is not None and todo and self._prefetch_on_gpu(todo):
+            return
         if len(todo) < 2:
             return
         if self._decode_pool is None:
@@ -264,14 +274,32 @@ class FrameAssembler:
             if future.exception() is None:
                 self._image_cache.put(key, payload, future.result())
 
+    def _prefetch_on_gpu(self, todo: list[tuple[tuple[str, int], Any]]) -> bool:
+        """Decode the payloads in one batch on the GPU into the image cache; False (nothing cached)
+        when the batch decoder declines the set or a header has no frame_id."""
+        frames = [str(getattr(getattr(p, "header", None), "frame_id", "")).lstrip("/") for _, p in todo]
+        if not all(frames):
+            return False
+        try:
+            stamps = [header_stamp_ns(p) for _, p in todo]
+        except ConversionError:
+            return False
+        images = self._decode_jpegs([p for _, p in todo])
+        if images is None:
+            return False
+        for (key, payload), frame, stamp, image in zip(todo, frames, stamps, images):
+            self._image_cache.put(key, payload, CameraImage(stamp, frame, image))
+        return True
+
     def _cameras(self, synced: SyncedSet, t: int) -> CameraFrame:
         """Decode a set's images and express its cameras in ego at t (the key camera stamp)."""
         images, intrinsics, sensor2ego = [], [], []
         for name, stamp, payload in zip(self.camera_names, synced.camera_stamps_ns, synced.cameras):
             cam = self._image_cache.get((name, stamp), payload, self._decode_camera)
             K, size = self._intrinsics[name]
-            if size is not None and cam.image.shape[:2] != size:
-                raise AssemblyError("image_size", f"{name}: image {cam.image.shape[:2]} differs from CameraInfo size {size}")
+            hw = image_hw(cam.image)
+            if size is not None and hw != size:
+                raise AssemblyError("image_size", f"{name}: image {hw} differs from CameraInfo size {size}")
             images.append(cam.image)
             intrinsics.append(K)
             sensor2ego.append(self._to_ego(cam.frame_id, cam.stamp_ns, t))

@@ -277,6 +277,17 @@ def compressed_image_to_rgb(msg: Any) -> np.ndarray:
     Checks the header's size before decoding, rejects truncated JPEGs (no end-of-image
     marker) and anything OpenCV cannot decode.
     """
+    data, (height, width), _ = checked_compressed_image(msg)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is None or bgr.ndim != 3 or bgr.shape[:2] != (height, width):
+        raise ConversionError(f"CompressedImage: corrupt image data (format '{msg.format}')")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+@_converts("CompressedImage")
+def checked_compressed_image(msg: Any) -> tuple[np.ndarray, tuple[int, int], str]:
+    """(data (n,) uint8, (H, W) from the header, "jpeg" or "png") of a CompressedImage whose header
+    and size pass the checks every decoder needs (truncation, dimensions); ConversionError else."""
     data = _bytes_view(msg.data, "CompressedImage.data")
     if data.size < 8:
         raise ConversionError(f"CompressedImage.data is {data.size} bytes (format '{msg.format}')")
@@ -290,18 +301,17 @@ def compressed_image_to_rgb(msg: Any) -> np.ndarray:
             raise ConversionError("CompressedImage: JPEG with height 0 (DNL) is not supported")
         if not has_end_marker(data[-4096:].tobytes()):
             raise ConversionError("CompressedImage: truncated JPEG (no end-of-image marker)")
+        kind = "jpeg"
     elif head[:8] == b"\x89PNG\r\n\x1a\n":
         if len(head) < 24 or head[12:16] != b"IHDR":
             raise ConversionError("CompressedImage: corrupt PNG header")
         width = int.from_bytes(head[16:20], "big")
         height = int.from_bytes(head[20:24], "big")
+        kind = "png"
     else:
         raise ConversionError(f"CompressedImage: unsupported or corrupt data (format '{msg.format}'; JPEG and PNG are decoded)")
     _check_dims(height, width, "CompressedImage")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if bgr is None or bgr.ndim != 3 or bgr.shape[:2] != (height, width):
-        raise ConversionError(f"CompressedImage: corrupt image data (format '{msg.format}')")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return data, (height, width), kind
 
 
 def image_msg_to_rgb(msg: Any) -> np.ndarray:

@@ -91,6 +91,7 @@ class OccupancyNode(Node):
             self.get_logger().info(f"model warm-up on {self.predictor.device}: {seconds:.1f} s")
         self.pipeline = OccupancyPipeline(self.cfg, self.predictor, pipeline_settings(self.params),
                                           on_problem=self._log_problem_once)
+        self.get_logger().info(f"JPEG decoding: {self.pipeline.jpeg_decoding}")
         self.cameras = tuple(self.cfg.data.cameras)
         inputs = ["lidar"] + [f"{c.lower()}/image" for c in self.cameras]
         self.diag = Diagnostics(self.get_name(), hardware_id=self.params["model.device"], expected_inputs=inputs,

@@ -21,6 +21,7 @@ from fusionocc_core.frame import FrameSet
 from fusionocc_ros.assembler import AssemblyError, FrameAssembler
 from fusionocc_ros.conversions import ConversionError, header_stamp_ns
 from fusionocc_ros.encoders import MarkerArrayEncoder, PointCloudEncoder, VoxelGridEncoder, occupied_voxels
+from fusionocc_ros.gpu_decode import cuda_jpeg_decoder
 from fusionocc_ros.sync import LidarAnchoredSync, SyncedSet
 from fusionocc_ros.tf_buffer import TfBuffer
 
@@ -72,7 +73,10 @@ class OccupancyPipeline:
         predictor: PredictorLike,
         settings: PipelineSettings = PipelineSettings(),
         on_problem: Callable[[str, str], None] | None = None,
+        gpu_jpeg: bool = True,
     ):
+        """gpu_jpeg: decode JPEG sets with nvJPEG when the predictor runs on CUDA and torchvision is
+        installed (False: always OpenCV on CPU threads)."""
         unknown = sorted(set(settings.outputs) - set(OUTPUTS))
         if unknown:
             raise ValueError(f"unknown output(s) {unknown}; choose from {list(OUTPUTS)}")
@@ -93,9 +97,13 @@ class OccupancyPipeline:
             camera_buffer_size=settings.camera_buffer_size,
             on_drop=lambda reason, stamp, detail: self._problem(f"sync_{reason}", detail),
         )
+        device = getattr(predictor, "device", None)
+        decode_jpegs = cuda_jpeg_decoder(device) if gpu_jpeg and device is not None else None
+        self.jpeg_decoding = "GPU (nvJPEG)" if decode_jpegs is not None else "CPU (OpenCV threads)"
         self.assembler = FrameAssembler(
             cfg, self.tf, ego_frame=settings.ego_frame, fixed_frame=settings.fixed_frame or None,
             history_spacing_s=settings.history_spacing_s, history_tolerance_s=settings.history_tolerance_s,
+            decode_jpegs=decode_jpegs,
         )
         self.rebuild_encoders()
         self.frames_in = 0

@@ -288,7 +288,7 @@ def flip_grid(grid: np.ndarray, flip_x: bool, flip_y: bool) -> np.ndarray:
     return np.ascontiguousarray(grid)
 
 
-def _image_hw(img: np.ndarray | torch.Tensor) -> tuple[int, int]:
+def image_hw(img: np.ndarray | torch.Tensor) -> tuple[int, int]:
     """(H, W) of one raw camera image: (H, W, 3) uint8 numpy or (3, H, W) uint8 torch (any device)."""
     if isinstance(img, torch.Tensor):
         if img.ndim != 3 or img.shape[0] != 3 or img.dtype != torch.uint8:
@@ -307,7 +307,7 @@ def test_image_matrices(images: Sequence[np.ndarray] | torch.Tensor, cfg: Config
     data_cfg = cfg.data if isinstance(cfg, Config) else cfg
     rots, trans = [], []
     for img in images:
-        rot, tran = image_aug_matrices(test_image_aug(_image_hw(img), data_cfg.input_size))
+        rot, tran = image_aug_matrices(test_image_aug(image_hw(img), data_cfg.input_size))
         rots.append(rot)
         trans.append(tran)
     return torch.from_numpy(np.stack(rots)), torch.from_numpy(np.stack(trans))
@@ -350,7 +350,7 @@ def test_image_tensors(images: Sequence[np.ndarray] | torch.Tensor, cfg: Config 
     data_cfg = cfg.data if isinstance(cfg, Config) else cfg
     input_hw = tuple(int(v) for v in data_cfg.input_size)
     device = torch.device(device)
-    sizes = [_image_hw(img) for img in images]
+    sizes = [image_hw(img) for img in images]
     out = torch.empty(len(sizes), 3, *input_hw, dtype=torch.float32, device=device)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, hw in enumerate(sizes):

@@ -239,3 +239,78 @@ def test_train_with_amp_checkpoints_and_resumes(train_data, tmp_path) -> None:
     for k, v in ckpt4["state_dict"].items():
         if v.dtype.is_floating_point:
             torch.testing.assert_close(resumed["state_dict"][k], v, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def _jpeg_messages(images: list[np.ndarray], stamp_ns: int = 1_000) -> list:
+    """CompressedImage messages (rosbags' type, as the node's conversions accept) of RGB images."""
+    import cv2
+
+    from rosbag_tools.typestore import get_store
+
+    store = get_store()
+    Header, Time = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
+    CompressedImage = store.types["sensor_msgs/msg/CompressedImage"]
+    out = []
+    for i, img in enumerate(images):
+        data = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1].reshape(-1)
+        out.append(CompressedImage(Header(Time(sec=1, nanosec=stamp_ns + i), f"cam{i}_optical"), "jpeg", data))
+    return out
+
+
+def test_gpu_jpeg_decoding_equals_opencv_within_decoder_rounding() -> None:
+    pytest.importorskip("torchvision")
+    import cv2
+
+    from fusionocc_ros.conversions import compressed_image_to_rgb
+    from fusionocc_ros.gpu_decode import cuda_jpeg_decoder
+
+    decode = cuda_jpeg_decoder(DEVICE)
+    assert decode is not None, "torchvision is importable but the nvJPEG decoder was not offered"
+    rng = np.random.default_rng(1)
+    images = [cv2.GaussianBlur(rng.integers(0, 256, (900, 1600, 3), dtype=np.uint8), (0, 0), 2.0) for _ in range(6)]
+    msgs = _jpeg_messages(images)
+    gpu = decode(msgs)
+    assert gpu is not None and all(t.is_cuda and t.shape == (3, 900, 1600) and t.dtype == torch.uint8 for t in gpu)
+    for msg, tensor in zip(msgs, gpu):
+        cpu = compressed_image_to_rgb(msg).astype(np.int16)
+        diff = np.abs(tensor.permute(1, 2, 0).cpu().numpy().astype(np.int16) - cpu)
+        assert diff.max() <= 8 and diff.mean() < 1.0, (diff.max(), diff.mean())  # IDCT/upsampling rounding
+    # anything that is not a clean JPEG set goes back to the CPU path (which names the problem)
+    bad = list(msgs)
+    bad[2] = type(msgs[2])(msgs[2].header, "jpeg", msgs[2].data[: len(msgs[2].data) // 2])  # truncated
+    assert decode(bad) is None
+
+
+def test_assembler_with_gpu_jpeg_decoding_gives_the_same_prediction() -> None:
+    pytest.importorskip("torchvision")
+    import cv2
+
+    from fusionocc_ros.assembler import FrameAssembler
+    from fusionocc_ros.gpu_decode import cuda_jpeg_decoder
+    from fusionocc_ros.sync import SyncedSet
+    from fusionocc_ros.tf_buffer import TfBuffer
+
+    cfg = load_config("tiny")
+    rng = np.random.default_rng(2)
+    images = [cv2.GaussianBlur(rng.integers(0, 256, (900, 1600, 3), dtype=np.uint8), (0, 0), 2.0) for _ in range(6)]
+    msgs = _jpeg_messages(images)
+    pts, _ = scene_points(np.random.default_rng(3), 20_000)
+    from fusionocc_ros.assembler import LidarSweep
+
+    lidar = LidarSweep(1_000_000_000 + 50_000_000, "base_link", pts)
+    K, s2e = rig_intrinsics(), rig_extrinsics()
+    frames = {}
+    for name, decoder in (("cpu", None), ("gpu", cuda_jpeg_decoder(DEVICE))):
+        tf = TfBuffer()
+        for i in range(6):  # cameras rigidly mounted on the ego (static transforms)
+            tf.set_transform("base_link", f"cam{i}_optical", 0, s2e[i], static=True)
+        asm = FrameAssembler(cfg, tf, ego_frame="base_link", fixed_frame=None, decode_jpegs=decoder)
+        for cam, k in zip(cfg.data.cameras, K):
+            asm.set_intrinsics(cam, k, (900, 1600))
+        synced = SyncedSet(lidar.stamp_ns, lidar, tuple(1_000_001_000 + i for i in range(6)), tuple(msgs))
+        frames[name] = asm.build(synced)
+    assert all(torch.is_tensor(im) and im.is_cuda for im in frames["gpu"].cameras.images)
+    torch.manual_seed(0)
+    pred = Predictor(cfg, checkpoint=SHIPPED, device=DEVICE, seed=0)
+    cpu_labels, gpu_labels = (pred.predict(frames[n]).labels for n in ("cpu", "gpu"))
+    assert (cpu_labels == gpu_labels).mean() >= 0.99
