@@ -29,6 +29,16 @@ from fusionocc_core.metrics import ConfusionAccumulator, select_mask
 from fusionocc_core.tools.score import load_ground_truth, score_dirs
 
 BIN = Path(sys.executable).parent
+MODULES = {"fusionocc-synth": "fusionocc_core.synth.cli", "fusionocc-prepare": "fusionocc_core.data.prepare",
+           "fusionocc-train": "fusionocc_core.tools.train", "fusionocc-eval": "fusionocc_core.tools.evaluate",
+           "fusionocc-score": "fusionocc_core.tools.score"}
+
+
+def tool(name: str) -> list[str]:
+    """The command of a fusionocc-* tool: its console script, or `python -m` where the package is
+    not installed (e.g. a GPU machine running from a copied tree with PYTHONPATH)."""
+    script = BIN / name
+    return [str(script)] if script.exists() else [sys.executable, "-m", MODULES[name]]
 
 
 def sh(cmd: list[str], env: dict | None = None) -> None:
@@ -37,8 +47,8 @@ def sh(cmd: list[str], env: dict | None = None) -> None:
     subprocess.run(cmd, check=True, env=env)
 
 
-def scene_names(root: Path) -> list[str]:
-    return [s["name"] for s in json.loads((root / "v1.0-mini" / "scene.json").read_text())]
+def scene_names(root: Path, version: str = "v1.0-mini") -> list[str]:
+    return [s["name"] for s in json.loads((root / version / "scene.json").read_text())]
 
 
 def gt_files(root: Path, scenes: list[str]) -> list[Path]:
@@ -79,15 +89,15 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def train_cmd(args, cfg: str, data: Path, infos: Path, work: Path, max_iters: int, val_infos: Path | None,
               val_every: int) -> list[str]:
     base = ["--config", cfg, "--data-root", str(data), "--infos", str(infos), "--work-dir", str(work),
-            "--max-iters", str(max_iters), "--device", "cpu", "--log-interval", str(args.log_every),
+            "--max-iters", str(max_iters), "--device", args.device, "--log-interval", str(args.log_every),
             "--checkpoint-interval", str(val_every), "--seed", str(args.seed), "--batch-size", str(args.batch_size),
-            "--no-progress"]
+            "--no-progress"] + (["--num-workers", str(args.num_workers)] if args.num_workers is not None else [])
     if val_infos is not None:
         base += ["--val-infos", str(val_infos), "--val-interval", str(val_every)]
     if args.ranks > 1:
         return [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", str(args.ranks),
                 "-m", "fusionocc_core.tools.train", *base, "--threads", "1"]
-    return [str(BIN / "fusionocc-train"), *base, "--threads", str(args.threads)]
+    return [*tool("fusionocc-train"), *base, "--threads", str(args.threads)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,12 +112,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-points", type=int, default=4, help="validations during training (evenly spaced)")
     p.add_argument("--ranks", type=int, default=1, help="processes (torchrun + gloo when > 1, 1 thread each)")
     p.add_argument("--threads", type=int, default=2, help="torch threads of a one-process run")
+    p.add_argument("--device", default="cpu", help="training device: cpu or cuda (evaluation follows it)")
+    p.add_argument("--num-workers", type=int, default=None, help="data-loader workers (default: the config's)")
+    p.add_argument("--version", default="v1.0-mini",
+                   help="dataset version of the generated world (v1.0-trainval allows more than 10 scenes)")
+    p.add_argument("--synth-workers", type=int, default=2, help="fusionocc-synth worker processes")
     p.add_argument("--batch-size", type=int, default=1, help="samples per rank and step")
     p.add_argument("--log-every", type=int, default=5, help="iterations per log.csv row")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--data-seed", type=int, default=1, help="fusionocc-synth seed")
     p.add_argument("--max-iters", type=int, default=None,
                    help="train exactly this many iterations instead of sizing the run from the probe")
+    p.add_argument("--probe-iters", type=int, default=4, help="iterations of the timing probe (more on a GPU, where "
+                   "the first ones pay for data-loader start-up and autotuning)")
     p.add_argument("--probe-only", action="store_true", help="stop after the baselines and the timing probe")
     p.add_argument("--report-only", action="store_true", help="print the markdown of an existing <work>/results.json")
     args = p.parse_args(argv)
@@ -120,14 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     data = (args.data or work / "data").resolve()
     t0 = time.time()
     if not (data / "gts").is_dir():
-        sh([str(BIN / "fusionocc-synth"), str(data), "--scenes", str(args.scenes), "--keyframes", str(args.keyframes),
-            "--seed", str(args.data_seed), "--render-scale", "0.25"])
-    names = scene_names(data)
+        sh([*tool("fusionocc-synth"), str(data), "--scenes", str(args.scenes), "--keyframes", str(args.keyframes),
+            "--seed", str(args.data_seed), "--render-scale", "0.25", "--version", args.version,
+            "--workers", str(args.synth_workers)])
+    names = scene_names(data, args.version)
     train_scenes, val_scenes = names[:-args.val_scenes], names[-args.val_scenes:]
     infos = {"train": work / "train.pkl", "val": work / "val.pkl"}
     for split, scenes in (("train", train_scenes), ("val", val_scenes)):
         if not infos[split].is_file():
-            sh([str(BIN / "fusionocc-prepare"), "--data-root", str(data), "--version", "v1.0-mini",
+            sh([*tool("fusionocc-prepare"), "--data-root", str(data), "--version", args.version,
                 "--out", str(infos[split]), "--scenes", *scenes, "--quiet"])
 
     base_path = work / "baselines.json"
@@ -139,9 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     # timing probe: a few iterations of the same command, without validation
     probe = work / "probe"
     if not (probe / "log.csv").is_file():
-        sh(train_cmd(dict_args(args, log_every=1), args.config, data, infos["train"], probe, 4, None, 4))
+        sh(train_cmd(dict_args(args, log_every=1), args.config, data, infos["train"], probe, args.probe_iters, None,
+                     args.probe_iters))
     rows = read_csv(probe / "log.csv")
-    per_iter = float(np.median(np.diff([float(r["train_s"]) for r in rows])))  # skip the first (warm-up)
+    steps = np.diff([float(r["train_s"]) for r in rows])  # skip the first (warm-up)
+    per_iter = float(np.median(steps[len(steps) // 2:]))  # the second half: the steady state
     max_iters = args.max_iters or max(10, int(args.train_minutes * 60 / per_iter))
     val_every = max(1, max_iters // args.val_points)
     print(f"probe: {per_iter:.1f} s/iteration -> --max-iters {max_iters}, validation every {val_every}")
@@ -160,11 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         out = work / f"eval_{mask}.json"
         if not out.is_file():
             if mask == "none":
-                sh([str(BIN / "fusionocc-eval"), "--config", args.config, "--checkpoint", str(run_dir / "latest.pth"),
+                sh([*tool("fusionocc-eval"), "--config", args.config, "--checkpoint", str(run_dir / "latest.pth"),
                     "--data-root", str(data), "--infos", str(infos["val"]), "--out", str(preds), "--mask", mask,
-                    "--json", str(out), "--device", "cpu", "--no-progress"])
+                    "--json", str(out), "--device", args.device, "--no-progress"])
             else:
-                sh([str(BIN / "fusionocc-score"), "--pred-dir", str(preds), "--gt-dir", str(data / "gts"),
+                sh([*tool("fusionocc-score"), "--pred-dir", str(preds), "--gt-dir", str(data / "gts"),
                     "--mask", mask, "--allow-missing", "--json", str(out), "--quiet"])
         scores[mask] = json.loads(out.read_text())
 
@@ -176,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                "val_curve": [{"iteration": int(r["iteration"]), "miou": float(r["miou"]), "mask": r["mask"],
                               "train_s": _train_s_at(log, int(r["iteration"]))} for r in val],
                "final": scores, "experiment_s": time.time() - t0,
-               "ranks": args.ranks, "batch_size": args.batch_size, "threads": args.threads}
+               "ranks": args.ranks, "batch_size": args.batch_size, "threads": args.threads, "device": args.device,
+               "scenes": args.scenes, "version": args.version}
     (work / "results.json").write_text(json.dumps(results, indent=2))
     print_markdown(results)
     return 0

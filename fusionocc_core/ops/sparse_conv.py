@@ -357,7 +357,7 @@ def _gather_rows(padded: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     gather of index_select gives each short row (32-128 bytes here) a whole thread block on CUDA,
     ~10x slower (profile on an H200). Same values, no autograd (inference only)."""
     row_bytes = padded.shape[1] * padded.element_size()
-    for word in (torch.int64, torch.int32, torch.int16):
+    for word in (torch.complex128, torch.int64, torch.int32, torch.int16):  # 16-byte words first (a pure copy)
         size = torch.empty((), dtype=word).element_size()
         if row_bytes % size == 0 and padded.is_contiguous():
             words = padded.view(word)  # (M + 1, W)

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Train the demo's tiny model on a lent GPU in one call (a few minutes), the run behind the shipped
+# demo/tiny_synth.pth (BENCHMARKS.md, "Training curve"):
+#   benchmarks/gpu_train_demo.sh OUT_DIR INFOS_DIR [TRAIN_MINUTES]
+# The GPU machine has no nuScenes devkit, so the info files come prepared (INFOS_DIR/train.pkl and
+# val.pkl, written by `benchmarks/train_curve.py --probe-only` with the same arguments on a machine
+# that has it); the synthetic world itself is regenerated here (fusionocc-synth is deterministic
+# for a seed) and every file the infos name is checked before training. OUT_DIR gets the EMA
+# checkpoint, the logs, results.json and the scores.
+set -u
+dest=${1:?usage: gpu_train_demo.sh OUT_DIR INFOS_DIR [TRAIN_MINUTES]}
+infos=${2:?usage: gpu_train_demo.sh OUT_DIR INFOS_DIR [TRAIN_MINUTES]}
+minutes=${3:-3}
+work=${WORK:-/tmp/train_demo}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+mkdir -p "$dest" "$work"
+cp "$infos/train.pkl" "$infos/val.pkl" "$work/"
+# the same world as INFOS_DIR's (see train_curve.py --help for each option)
+args=(--work "$work" --version v1.0-trainval --scenes 40 --val-scenes 2 --keyframes 10 --data-seed 1)
+echo "== $(date +%T) synthetic world"
+timeout 240 python3 benchmarks/train_curve.py "${args[@]}" --synth-workers 15 --device cuda --probe-only \
+  --probe-iters 2 --num-workers 15 2>&1 | tail -3
+python3 - "$work" <<'EOF' || exit 3
+import sys
+from pathlib import Path
+from fusionocc_core.data.safe_pickle import load_path
+work = Path(sys.argv[1]); root = work / "data"
+missing, total = [], 0
+for split in ("train", "val"):
+    data = load_path(work / f"{split}.pkl")
+    for info in data["infos"]:
+        paths = [info["lidar_path"], info["occ_path"] + "/labels.npz"] + [c["data_path"] for c in info["cams"].values()]
+        total += len(paths)
+        missing += [p for p in paths if not (root / p).is_file()]
+print(f"infos name {total} files, {len(missing)} missing", missing[:3])
+sys.exit(1 if missing else 0)
+EOF
+rm -rf "$work/probe"
+echo "== $(date +%T) probe + training (${minutes} min) + evaluation"
+timeout 540 python3 benchmarks/train_curve.py "${args[@]}" --device cuda --num-workers 15 --batch-size 4 \
+  --threads 4 --probe-iters 40 --train-minutes "$minutes" --val-points 2 --log-every 25 2>&1 | tail -40
+cp "$work"/results.json "$work"/baselines.json "$work"/eval_*.json "$dest/" 2>/dev/null
+cp "$work"/run/log.csv "$work"/run/val.csv "$dest/" 2>/dev/null
+cp "$work"/run/latest.pth "$dest/latest.pth" 2>/dev/null
+ls -la "$dest"
