@@ -2,9 +2,11 @@
 # Device checks for a machine with an NVIDIA GPU and PyTorch, in one call (well under 10 minutes):
 # the official preset's predict() latency (bf16, a realistic 250k-point cloud) now and, in the same
 # run, of an OLD tree (OLD_TREE: a `git archive` of an earlier commit, for before/after figures),
-# the sparse-conv forms, torch.compile, the node pipeline on a converted bag (decode -> assemble ->
-# predict -> encode, p50/p99), a profile, the CUDA tests (test/cuda), then
-# benchmarks/results/gpu_latest.json (copied to OUT_DIR; commit it from there).
+# the node pipeline on a converted bag (decode -> assemble -> predict -> encode, p50/p99; nvJPEG and
+# CPU-thread JPEG decoding), a profile (benchmarks/profile_predict.py), the sparse conv's row gather
+# variants, the CUDA tests (test/cuda), torch.compile, then benchmarks/results/gpu_latest.json
+# (copied to OUT_DIR; commit it from there). The old tree's predict() total includes its stage
+# timers' device syncs: compare it with the new "total_with_stage_timers" as well as "total".
 #   benchmarks/gpu_checks.sh OUT_DIR [BAG_DIR] [OLD_TREE]
 # Every step has its own time limit and writes its log/JSON under OUT_DIR/logs as it finishes; at
 # the end OUT_DIR holds gpu_latest.json, summary.txt and logs.tgz (the lent machine returns few files).
@@ -25,8 +27,8 @@ bench() {  # bench NAME ARGS...: official bf16 predict() at 250k points
     --json "$out/bench_$name.json" "$@" 2>&1 | tee "$out/bench_$name.txt"
 }
 
-step "official bf16, new (model(batch) and predict())"
-bench new
+step "official bf16, new (predict(): stage table, then without stage timers)"
+bench new --skip-baseline
 if [ -n "$old" ] && [ -d "$old" ]; then
   step "official bf16, old tree ($old), same run"
   (cd "$old" && PYTHONPATH=$PWD timeout 150 python3 benchmarks/bench_model.py --preset official --device cuda \
@@ -37,62 +39,35 @@ if [ -n "$bag" ]; then
   step "node pipeline on $bag, official bf16"
   timeout 150 python3 benchmarks/bench_node_pipeline.py "$bag" --preset official --device cuda --precision bf16 \
     --warmup 8 --json "$out/node_pipeline.json" 2>&1 | tee "$out/node_pipeline.txt"
+  step "node pipeline, JPEGs decoded on CPU threads (same run)"
+  timeout 150 python3 benchmarks/bench_node_pipeline.py "$bag" --preset official --device cuda --precision bf16 \
+    --warmup 8 --cpu-decode --json "$out/node_pipeline_cpu_decode.json" 2>&1 | tee "$out/node_pipeline_cpu_decode.txt"
 fi
-step "profile, official bf16 predict()"
-timeout 120 python3 - "$out" <<'EOF' 2>&1 | tail -5
-import os, sys, torch
-out = sys.argv[1]
-sys.path.insert(0, "benchmarks")
-from bench_model import make_frames
-from fusionocc_core.predictor import Predictor
-pred = Predictor("official", device="cuda", precision="bf16")
-frames = make_frames(7, (900, 1600), 250_000)
-for f in frames[:4]:
-    pred.predict(f)
-acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
-with torch.profiler.profile(activities=acts) as prof:
-    for f in frames[4:]:
-        pred.predict(f)
-    torch.cuda.synchronize()
-with open(os.path.join(out, "profile.txt"), "w") as fh:
-    fh.write(prof.key_averages().table(sort_by="cuda_time_total", row_limit=40) + "\n")
-    fh.write(prof.key_averages().table(sort_by="cpu_time_total", row_limit=40) + "\n")
-print("profile of 3 predict() calls written")
+step "profile, official bf16 predict() (no stage timers)"
+timeout 120 python3 benchmarks/profile_predict.py --preset official --precision bf16 --points 250000 --frames 2 \
+  --out "$out/profile" 2>&1 | tail -3
+step "row gather of the table sparse conv: index_select vs word gathers (official stage-1 shapes)"
+timeout 60 python3 - <<'EOF' 2>&1 | tee "$out/gather.txt"
+import torch, time
+from fusionocc_core.ops.sparse_conv import _gather_rows
+dev = "cuda"
+for M, C in ((230_000, 16), (150_000, 32), (100_000, 48), (60_000, 64)):
+    feats = torch.randn(M + 1, C, device=dev, dtype=torch.bfloat16)
+    idx = torch.randint(0, M + 1, (min(M, 2_000_000 // 27) * 27,), device=dev)
+    def t(fn, n=20):
+        fn(); torch.cuda.synchronize(); t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        torch.cuda.synchronize(); return (time.perf_counter() - t0) / n * 1e3
+    a, b = t(lambda: feats.index_select(0, idx)), t(lambda: _gather_rows(feats, idx))
+    i64 = t(lambda: torch.gather(feats.view(torch.int64), 0, idx[:, None].expand(-1, C // 4)))
+    assert torch.equal(feats.index_select(0, idx), _gather_rows(feats, idx))
+    print(f"C={C} rows={idx.numel()}: index_select {a:.3f} ms, 16-byte words {b:.3f} ms ({a / b:.1f}x), int64 words {i64:.3f} ms")
 EOF
-step "sparse conv: pair rulebook (the previous algorithm) in the new tree"
-bench pairs --sparse-conv pairs --skip-baseline
 step "CUDA tests"
 timeout 200 python3 -m pytest -q -p no:cacheprovider test/cuda -k "not train_with_amp" 2>&1 | tee "$out/cuda_tests.txt" | tail -15
 step "torch.compile, official bf16"
 bench compile --compile --skip-baseline
-step "SDPA kernels of the Swin window attention"
-timeout 60 python3 benchmarks/bench_window_attention.py 2>&1 | tee "$out/attention.txt"
-step "JPEG decoding of six 1600x900 images: cv2 serial, cv2 thread pool, nvJPEG batched"
-timeout 60 python3 - <<'EOF' 2>&1 | tee "$out/decode.txt"
-import time, statistics, cv2, numpy as np
-from concurrent.futures import ThreadPoolExecutor
-rng = np.random.default_rng(0)
-imgs = [cv2.GaussianBlur(rng.integers(0, 256, (900, 1600, 3), dtype=np.uint8), (0, 0), 2.0) for _ in range(6)]
-jpgs = [cv2.imencode(".jpg", im, [cv2.IMWRITE_JPEG_QUALITY, 90])[1] for im in imgs]
-def t(fn, n=20):
-    fn(); r = []
-    for _ in range(n):
-        t0 = time.perf_counter(); fn(); r.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(r)
-pool = ThreadPoolExecutor(6)
-print(f"jpeg sizes {[len(j) // 1024 for j in jpgs]} KiB")
-print(f"cv2 serial {t(lambda: [cv2.imdecode(j, cv2.IMREAD_COLOR) for j in jpgs]):.1f} ms")
-print(f"cv2 6 threads {t(lambda: list(pool.map(lambda j: cv2.imdecode(j, cv2.IMREAD_COLOR), jpgs))):.1f} ms")
-try:
-    import torch, torchvision.io as tio
-    data = [torch.from_numpy(j.reshape(-1)) for j in jpgs]
-    def gpu():
-        tio.decode_jpeg(data, device="cuda"); torch.cuda.synchronize()
-    print(f"nvJPEG batched {t(gpu):.1f} ms (torchvision {__import__('torchvision').__version__})")
-except Exception as exc:
-    print("nvJPEG unavailable:", exc)
-EOF
-
 step "summary"
 python3 - "$out" <<'EOF' | tee "$out/summary.txt"
 import datetime, json, os, sys
@@ -100,8 +75,9 @@ out = sys.argv[1]
 def load(name):
     p = os.path.join(out, name)
     return json.load(open(p)) if os.path.exists(p) else None
-new, old, pairs, comp, node = (load(n) for n in ("bench_new.json", "bench_old.json", "bench_pairs.json",
-                                                 "bench_compile.json", "node_pipeline.json"))
+new, old, comp, node, node_cpu, node_comp = (load(n) for n in (
+    "bench_new.json", "bench_old.json", "bench_compile.json", "node_pipeline.json", "node_pipeline_cpu_decode.json",
+    "node_pipeline_compiled.json"))
 import torch
 res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
        "date": datetime.date.today().isoformat(),
@@ -110,8 +86,15 @@ res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
        "official_bf16_compiled_predict_ms_p50": comp and comp["predictor_ms"]["total"],
        "node_pipeline_ms_p50": node and node["p50_ms"], "node_pipeline_ms_p99": node and node["p99_ms"],
        "node_pipeline_points_p50": node and node["points_p50"], "node_warmup_s": node and node["warmup_s"],
+       "node_pipeline_jpeg_decoding": node and node.get("jpeg_decoding"),
+       "node_pipeline_occupied_voxels_p50": node and node["occupied_voxels_p50"],
+       "node_pipeline_stages_p50_ms": node and node["stages_p50_ms"],
+       "node_pipeline_cpu_decode_ms_p50": node_cpu and node_cpu["p50_ms"],
+       "node_pipeline_cpu_decode_ms_p99": node_cpu and node_cpu["p99_ms"],
+       "node_pipeline_compiled_ms_p50": node_comp and node_comp["p50_ms"],
+       "node_pipeline_compiled_ms_p99": node_comp and node_comp["p99_ms"],
        "stages_ms": {k: v and v["predictor_ms"] for k, v in
-                     (("new", new), ("old", old), ("new_pairs_sparse_conv", pairs), ("new_compiled", comp))},
+                     (("new", new), ("old", old), ("new_compiled", comp))},
        "model_batch_ms": new and new["baseline_ms"]}
 os.makedirs("benchmarks/results", exist_ok=True)
 for path in ("benchmarks/results/gpu_latest.json", os.path.join(out, "..", "gpu_latest.json")):
