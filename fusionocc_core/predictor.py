@@ -93,10 +93,12 @@ class Predictor:
 
             self.checkpoint_kind = load_model_weights(self.model, path)
         self.model.eval().to(self.device)
-        if self.device.type == "cuda" and precision != "fp32":
-            _store_gemm_weights_in(self.model, PRECISIONS[precision])
         if self.device.type == "cpu":
             self.model.set_channels_last_3d(True)  # measured faster on CPU; CUDA keeps cuDNN's default
+        # the 3D convs' BNs folded into them, from the fp32 weights, in the layout chosen above
+        self.model.fold_batchnorm(PRECISIONS[precision])
+        if self.device.type == "cuda" and precision != "fp32":
+            _store_gemm_weights_in(self.model, PRECISIONS[precision])
         self._encode = self.model.encode_images
         if compile:  # in place (nn.Module.compile): parameter names and state_dict keys stay unchanged
             for module in (self.model.img_backbone, self.model.img_neck, self.model.img_bev_encoder_backbone,

@@ -23,9 +23,29 @@ class ConvModule3d(nn.Module):
         self.conv = nn.Conv3d(channels_in, channels_out, kernel_size, stride=stride, padding=padding, bias=False)
         self.bn = nn.BatchNorm3d(channels_out)
         self.relu = nn.ReLU(inplace=True) if relu else None
+        # the conv with the BN folded in (fold_batchnorm); buffers so that .to() moves them, not saved
+        self.register_buffer("folded_weight", None, persistent=False)
+        self.register_buffer("folded_bias", None, persistent=False)
+
+    def fold_batchnorm(self, dtype: torch.dtype | None = None) -> None:
+        """Inference: fold the BN's running statistics into one conv (weight * s, beta - mean * s with
+        s = gamma / sqrt(var + eps)), computed in float64 and kept in `dtype` (default the conv's) and
+        the conv weight's memory format; the parameters (and the state_dict) stay unchanged, and
+        training mode ignores the fold. Call again after loading other weights."""
+        with torch.no_grad():
+            w = self.conv.weight
+            scale = self.bn.weight.double() / torch.sqrt(self.bn.running_var.double() + self.bn.eps)
+            weight = torch.empty_like(w, dtype=dtype or w.dtype)  # same layout (channels_last_3d or not)
+            weight.copy_(w.double() * scale.view(-1, 1, 1, 1, 1))
+            bias = (self.bn.bias.double() - self.bn.running_mean.double() * scale).to(dtype or w.dtype)
+        self.folded_weight, self.folded_bias = weight, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.bn(self.conv(x))
+        if self.folded_weight is not None and not self.training:
+            conv = self.conv
+            x = F.conv3d(x, self.folded_weight, self.folded_bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        else:
+            x = self.bn(self.conv(x))
         return self.relu(x) if self.relu is not None else x
 
 

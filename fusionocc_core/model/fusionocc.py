@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from fusionocc_core.config import Config
-from fusionocc_core.model.bev_encoder import CustomResNet3D, LSSFPN3D
+from fusionocc_core.model.bev_encoder import ConvModule3d, CustomResNet3D, LSSFPN3D
 from fusionocc_core.model.fpn_lss import FPN_LSS
 from fusionocc_core.model.lidar_encoder import CustomSparseEncoder
 from fusionocc_core.model.resnet import ResNet
@@ -83,6 +83,14 @@ class FusionOcc(nn.Module):
         self.register_buffer("grid_upper", torch.tensor(g.upper), persistent=False)
         self.stage_times: dict[str, float] | None = None  # set to {} to record per-stage ms
         self.volume_format = torch.contiguous_format  # memory layout of the dense 3D stages
+
+    def fold_batchnorm(self, dtype: torch.dtype | None = None) -> int:
+        """Inference: fold every 3D conv's BatchNorm into the conv (ConvModule3d.fold_batchnorm; ~60 BN
+        kernels less per frame on the official model); returns how many were folded."""
+        folded = [m for m in self.modules() if isinstance(m, ConvModule3d)]
+        for m in folded:
+            m.fold_batchnorm(dtype)
+        return len(folded)
 
     def set_channels_last_3d(self, enabled: bool = True) -> None:
         """Run the dense 3D stages in channels_last_3d (NDHWC) layout: same numbers; on CPU inference

@@ -228,3 +228,29 @@ def test_gemm_weights_stored_in_the_autocast_dtype_give_the_same_output():
     assert any(p.dtype == torch.bfloat16 for p in model.parameters())
     assert any(p.dtype == torch.float32 for p in model.parameters())  # norms stay fp32
     torch.testing.assert_close(got, ref, rtol=0, atol=0)
+
+
+def test_folded_batchnorm_gives_the_unfolded_logits_and_keeps_the_state_dict() -> None:
+    # the Predictor folds every 3D conv's BN (inference); the network must not notice
+    from fusionocc_core.model import build_model
+    from fusionocc_core.model.bev_encoder import ConvModule3d
+
+    torch.manual_seed(0)
+    pred = Predictor("tiny", seed=1)
+    plain = build_model(pred.cfg).eval()
+    for m in plain.modules():  # non-trivial running statistics, the same in both
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    pred.model.load_state_dict(plain.state_dict())
+    assert pred.model.fold_batchnorm() > 0 and all(
+        m.folded_weight is not None for m in pred.model.modules() if isinstance(m, ConvModule3d))
+    assert set(pred.model.state_dict()) == set(plain.state_dict())  # nothing folded is saved
+    batch, _ = pred.make_batch(frame_set(5, 1_000, [camera_frame(6, 500)]))
+    with torch.no_grad():  # (not inference_mode: the training step below reuses the cached lift plan)
+        folded, unfolded = pred.model(batch)["occ_logits"], plain(batch)["occ_logits"]
+    torch.testing.assert_close(folded, unfolded, rtol=1e-4, atol=1e-4)
+    pred.model.train()  # training ignores the fold: BN statistics move again
+    before = pred.model.pre_process_net.layers[0][0].conv1.bn.running_mean.clone()
+    pred.model(batch)
+    assert not torch.equal(before, pred.model.pre_process_net.layers[0][0].conv1.bn.running_mean)
