@@ -22,5 +22,8 @@ class FPN_LSS(nn.Module):
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         fine, coarse = feats[0], feats[1]  # (B, C2, h, w), (B, C3, h/2, w/2)
-        coarse = F.interpolate(coarse, size=fine.shape[-2:], mode="bilinear", align_corners=True)
+        # channels_last: the NHWC kernel spreads threads over channels too; the NCHW one gives each
+        # thread all 6 x 1024 channels of one pixel (2.2 ms vs ~0.1 ms on an H200), same values
+        coarse = F.interpolate(coarse.contiguous(memory_format=torch.channels_last), size=fine.shape[-2:],
+                               mode="bilinear", align_corners=True)
         return self.conv(torch.cat([fine, coarse], dim=1))  # (B, out, h, w)
