@@ -38,8 +38,8 @@ class PipelineSettings:
 
     ego_frame: str = "base_link"
     fixed_frame: str = "map"
-    sync_window_before_s: float = 0.02
-    sync_window_after_s: float = 0.1
+    sync_window_before_s: float = 0.06
+    sync_window_after_s: float = 0.01
     sync_max_wait_s: float = 0.2
     camera_buffer_size: int = 16
     history_spacing_s: float = 0.5
