@@ -9,7 +9,7 @@ key-frame images lie 0.5-43 ms BEFORE the LiDAR stamp, and the next camera cycle
 
 A camera's choice is final once it has delivered a frame stamped >= t (later frames can only be
 farther away), or once its next frame cannot be nearer within the window: frames of a camera are
-taken to be at least its smallest recent interval apart (the minimum of its last
+taken to be at least 7/8 of its smallest recent interval apart (the minimum of its last
 INTERVAL_HISTORY intervals, once MIN_INTERVALS are known), so with cameras buffered before the
 LiDAR the set is decided as soon as the LiDAR arrives. (A camera that suddenly speeds up may so
 get an in-window frame that a later, nearer one would have beaten.) A sweep still waiting for a
@@ -273,9 +273,10 @@ class LidarAnchoredSync:
         if interval is None:
             return False
         idx = buf.nearest(t, lo, hi)
-        # a later frame wins only inside the window and no farther than the pick (ties: the later)
+        # a later frame wins only inside the window and no farther than the pick (ties: the later);
+        # the next frame may come up to an eighth of an interval early (trigger jitter)
         reach = hi if idx is None else min(hi, 2 * t - buf.stamps[idx])
-        return buf.newest + interval > reach
+        return buf.newest + interval - interval // 8 > reach
 
     def _decide(self, force: bool = False) -> list[SyncedSet]:
         out: list[SyncedSet] = []

@@ -358,3 +358,13 @@ def test_a_camera_with_unknown_frame_interval_is_waited_for_until_a_later_frame(
         sync.add_camera("a", (1005 + 83 * (k - 1)) * MS, f"a{k}")
     (s,) = sync.add_lidar(1260 * MS, "L2")  # decided on arrival: the next frame is due at 1.254 s + 83 ms
     assert s.cameras == ("a4",)
+
+
+def test_a_frame_up_to_an_eighth_of_an_interval_early_is_still_waited_for():
+    """Trigger jitter: a 10 Hz camera's next frame may come a little early and be the nearest."""
+    sync = LidarAnchoredSync(["a"], window_before_s=0.06, window_after_s=0.05)
+    for k, stamp in enumerate((5, 105, 205, 305)):
+        sync.add_camera("a", stamp * MS, f"a{k}")
+    assert sync.add_lidar(350 * MS, "L") == []  # 305 is 45 ms away; a frame at 393..395 ms would be nearer
+    (s,) = sync.add_camera("a", 394 * MS, "early")  # 89 ms after the last one
+    assert s.cameras == ("early",)
