@@ -38,8 +38,8 @@ class PipelineSettings:
 
     ego_frame: str = "base_link"
     fixed_frame: str = "map"
-    sync_window_before_s: float = 0.02
-    sync_window_after_s: float = 0.1
+    sync_window_before_s: float = 0.06
+    sync_window_after_s: float = 0.01
     sync_max_wait_s: float = 0.2
     camera_buffer_size: int = 16
     history_spacing_s: float = 0.5
@@ -145,6 +145,7 @@ class OccupancyPipeline:
         and forget the sets held on the old timeline."""
         self.tf.clear_dynamic()
         self._held.clear()
+        self._clock = 0  # the old timeline's newest set would expire every set held on the new one
         self._problem("tf_time_jump", f"{detail}: TF history cleared")
 
     def add_camera_info(self, camera: str, msg: Any) -> list[SyncedSet]:
@@ -173,6 +174,7 @@ class OccupancyPipeline:
             return []
         if self.tf.observe_time(stamp):  # replay has no clock: the sensor stamps jumped back
             self._held.clear()
+            self._clock = 0  # the old timeline's newest set would expire every set held on the new one
             self._problem("tf_time_jump", f"LiDAR stamps jumped back to {stamp / 1e9:.3f} s: TF history cleared")
         sets = self.sync.add_lidar(stamp, msg)
         self.assembler.observe_lidar(stamp, msg)

@@ -2,11 +2,21 @@
 
 Contract: every LiDAR sweep (stamp t) yields at most one SyncedSet. For each camera it takes the
 buffered frame nearest t within [t - before, t + after] (ties go to the later frame; a camera
-frame may serve two sweeps). A camera's choice is final once it has delivered a frame stamped
->= t (later frames can only be farther away). A sweep still waiting for a camera is decided
-anyway once the stream clock passes t + after + max_wait; the stream clock is the newest LiDAR
-stamp, or a time given to `poll(now_ns)` in the same time base. Everything is a pure function
-of the stamps and the call order -- no wall clock -- so the same input gives the same sets.
+frame may serve two sweeps). The default window [t - 60 ms, t + 10 ms] is nuScenes' timing: a
+LiDAR scan is stamped at the END of its rotation and each camera is triggered during it, so the
+key-frame images lie 0.5-43 ms BEFORE the LiDAR stamp, and the next camera cycle (~83 ms later,
++40 ms and more) stays outside the window.
+
+A camera's choice is final once it has delivered a frame stamped >= t (later frames can only be
+farther away), or once its next frame cannot be nearer within the window: frames of a camera are
+taken to be at least 7/8 of its smallest recent interval apart (the minimum of its last
+INTERVAL_HISTORY intervals, once MIN_INTERVALS are known), so with cameras buffered before the
+LiDAR the set is decided as soon as the LiDAR arrives. (A camera that suddenly speeds up may so
+get an in-window frame that a later, nearer one would have beaten.) A sweep still waiting for a
+camera is decided anyway once the stream clock passes t + after + max_wait; the stream clock is
+the newest LiDAR stamp, or a time given to `poll(now_ns)` in the same time base. Everything is a
+pure function of the stamps and the per-topic call order -- no wall clock -- so the same input
+gives the same sets.
 
 Each sweep that yields no set is counted in `drops` under one reason:
   missing_camera      a camera had no frame in the window when the sweep was decided
@@ -30,6 +40,8 @@ NS = 1_000_000_000
 
 DROP_REASONS = ("missing_camera", "lidar_out_of_order", "stale", "buffer_overflow", "time_jump")
 DISCARD_REASONS = ("camera_out_of_order", "camera_late", "camera_buffer_overflow", "camera_time_jump")
+INTERVAL_HISTORY = 8  # a camera's frame interval is the smallest of its last 8 ...
+MIN_INTERVALS = 3  # ... once 3 are known (before that, a set waits for a frame >= t)
 
 
 @dataclass(frozen=True)
@@ -54,11 +66,24 @@ class _CameraBuffer:
         self.stamps: list[int] = []
         self.payloads: list[Any] = []
         self.newest: int | None = None  # newest stamp ever accepted (survives pruning)
+        self.intervals: deque[int] = deque(maxlen=INTERVAL_HISTORY)  # between successive frames
 
     def clear(self) -> None:
         self.stamps.clear()
         self.payloads.clear()
         self.newest = None
+        self.intervals.clear()
+
+    def advance(self, stamp: int) -> None:
+        """Record `stamp` (> newest) as the newest frame and the interval to the previous one."""
+        if self.newest is not None:
+            self.intervals.append(stamp - self.newest)
+        self.newest = stamp
+
+    @property
+    def min_interval(self) -> int | None:
+        """Smallest recent interval between frames, or None while too few are known."""
+        return min(self.intervals) if len(self.intervals) >= MIN_INTERVALS else None
 
     def drop_before(self, stamp: int) -> None:
         cut = bisect.bisect_left(self.stamps, stamp)
@@ -83,8 +108,8 @@ class LidarAnchoredSync:
     def __init__(
         self,
         camera_names: Sequence[str],
-        window_before_s: float = 0.02,
-        window_after_s: float = 0.06,
+        window_before_s: float = 0.06,
+        window_after_s: float = 0.01,
         max_wait_s: float = 0.1,
         camera_buffer_size: int = 16,
         max_pending: int = 8,
@@ -163,7 +188,7 @@ class LidarAnchoredSync:
                 else:
                     self.discarded["camera_out_of_order"] += 1
                     return self._finish([])
-            buf.newest = t
+            buf.advance(t)
             needed = self._oldest_needed()
             if needed is not None and needed - self.reset_jump_ns <= t < needed:
                 self.discarded["camera_late"] += 1  # every sweep it could serve is decided
@@ -238,15 +263,30 @@ class LidarAnchoredSync:
         self._last_lidar = None
         self._clock = None
 
+    def _settled(self, buf: _CameraBuffer, t: int, lo: int, hi: int) -> bool:
+        """True when no frame this camera may still deliver could be its pick for the sweep at t."""
+        if buf.newest is None:
+            return False
+        if buf.newest >= t:
+            return True  # later frames are farther from t
+        interval = buf.min_interval
+        if interval is None:
+            return False
+        idx = buf.nearest(t, lo, hi)
+        # a later frame wins only inside the window and no farther than the pick (ties: the later);
+        # the next frame may come up to an eighth of an interval early (trigger jitter)
+        reach = hi if idx is None else min(hi, 2 * t - buf.stamps[idx])
+        return buf.newest + interval - interval // 8 > reach
+
     def _decide(self, force: bool = False) -> list[SyncedSet]:
         out: list[SyncedSet] = []
         while self._pending:
             t, payload = self._pending[0]
             due = force or (self._clock is not None and self._clock > t + self.after_ns + self.max_wait_ns)
-            if not due and any(buf.newest is None or buf.newest < t for buf in self._cams.values()):
+            lo, hi = t - self.before_ns, t + self.after_ns
+            if not due and not all(self._settled(buf, t, lo, hi) for buf in self._cams.values()):
                 break  # a camera may still deliver a nearer frame
             self._pending.popleft()
-            lo, hi = t - self.before_ns, t + self.after_ns
             picks = {name: buf.nearest(t, lo, hi) for name, buf in self._cams.items()}
             missing = [name for name, idx in picks.items() if idx is None]
             if missing:

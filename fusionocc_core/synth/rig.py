@@ -16,14 +16,18 @@ IMAGE_WIDTH, IMAGE_HEIGHT = 1600, 900
 KEYFRAME_PERIOD_US = 500_000  # 2 Hz samples
 LIDAR_PERIOD_US = 50_000  # 20 Hz LIDAR_TOP
 CAMERA_FRAMES_PER_KEYFRAME = 6  # 12 Hz cameras: 6 frames per 0.5 s
-# Camera exposure trigger after the LiDAR stamp (the sweep crosses the camera's centre), in µs.
+# Camera stamp minus the LiDAR stamp of the sweep that triggers it, in µs. nuScenes stamps a LiDAR
+# scan at the END of its rotation and triggers each camera as the sweep crosses it, so the cameras
+# lie BEFORE the LiDAR stamp: these are the key-frame offsets of nuScenes-mini scene-0061's first
+# sample (LIDAR_TOP 1532402927647951; CAM_FRONT_LEFT 1532402927604844 = -43.1 ms ... CAM_BACK_LEFT
+# 1532402927647423 = -0.5 ms). The node's sync window [-60, +10] ms is sized for them.
 CAMERA_TRIGGER_OFFSET_US: dict[str, int] = {
-    "CAM_FRONT_LEFT": 7_000,
-    "CAM_FRONT": 15_000,
-    "CAM_FRONT_RIGHT": 22_000,
-    "CAM_BACK_RIGHT": 31_000,
-    "CAM_BACK": 40_000,
-    "CAM_BACK_LEFT": 49_000,
+    "CAM_FRONT_LEFT": -43_100,
+    "CAM_FRONT": -35_500,
+    "CAM_FRONT_RIGHT": -27_600,
+    "CAM_BACK_RIGHT": -20_100,
+    "CAM_BACK": -10_400,
+    "CAM_BACK_LEFT": -500,
 }
 
 

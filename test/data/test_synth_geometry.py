@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from nuscenes.nuscenes import NuScenes
 from nuscenes.utils.data_classes import LidarPointCloud
 from nuscenes.utils.geometry_utils import points_in_box, transform_matrix
@@ -20,6 +21,10 @@ from fusionocc_core.synth.categories import LIDARSEG_INDEX, LIDARSEG_TO_OCC
 from fusionocc_core.synth.rig import CAMERA_CALIBRATIONS, CAMERA_TRIGGER_OFFSET_US
 
 SEED, KEYFRAMES = 11, 2
+REPO = Path(__file__).resolve().parents[2]
+# nuScenes-mini scene-0061's first sample: key-frame camera stamp minus LIDAR_TOP stamp, in µs
+SCENE_0061_OFFSETS_US = {"CAM_FRONT_LEFT": -43_107, "CAM_FRONT": -35_491, "CAM_FRONT_RIGHT": -27_612,
+                         "CAM_BACK_RIGHT": -20_058, "CAM_BACK": -10_426, "CAM_BACK_LEFT": -528}
 CAR = LIDARSEG_INDEX["vehicle.car"]
 
 
@@ -147,6 +152,37 @@ def test_sweep_rates_and_offsets(nusc: NuScenes) -> None:
         assert np.abs(np.diff(ts) - 1e6 / 12).max() <= 1  # 12 Hz
         assert ts[0] - first["timestamp"] == CAMERA_TRIGGER_OFFSET_US[cam]
         assert [r["is_key_frame"] for r in recs] == [i % 6 == 0 for i in range(len(recs))]
+        assert recs[0]["prev"] == "" and recs[0]["token"] == first["data"][cam]  # the chain starts at the key frame
     # one ego pose per sample_data, and the ego keeps moving between sweeps
     poses = np.array([nusc.get("ego_pose", r["ego_pose_token"])["translation"] for r in lidar])
     assert (np.linalg.norm(np.diff(poses, axis=0), axis=1) > 0.05).all()
+
+
+def test_key_frame_images_lie_before_the_lidar_stamp_as_in_nuscenes(nusc: NuScenes) -> None:
+    """nuScenes stamps LIDAR_TOP at the end of its rotation and triggers each camera during it: the
+    generator's key-frame images lie 0.5-43 ms before the sample's LiDAR stamp (scene-0061's
+    offsets, to 0.1 ms), each with its own ego pose (also before the scene's first sweep), and
+    each is the one frame of its camera in the node's default sync window."""
+    sync = yaml.safe_load((REPO / "config" / "occ_node.yaml").read_text())["/**"]["ros__parameters"]["sync"]
+    lo, hi = -sync["window_before_s"] * 1e6, sync["window_after_s"] * 1e6
+    cams_by_channel: dict[str, list[dict]] = {}
+    for sd in nusc.sample_data:
+        cams_by_channel.setdefault(sd["channel"], []).append(sd)
+    first_lidar = min(r["timestamp"] for r in cams_by_channel["LIDAR_TOP"])
+    for sample in nusc.sample:
+        t = sample["timestamp"]
+        for cam in CAMERA_NAMES:
+            sd = nusc.get("sample_data", sample["data"][cam])
+            offset = sd["timestamp"] - t
+            assert offset == CAMERA_TRIGGER_OFFSET_US[cam] < 0
+            assert abs(offset - SCENE_0061_OFFSETS_US[cam]) <= 100
+            assert nusc.get("ego_pose", sd["ego_pose_token"])["timestamp"] == sd["timestamp"]
+            in_window = [r["token"] for r in cams_by_channel[cam] if lo <= r["timestamp"] - t <= hi]
+            assert in_window == [sd["token"]]
+    first_cams = [nusc.get("sample_data", nusc.sample[0]["data"][cam]) for cam in CAMERA_NAMES]
+    assert nusc.sample[0]["timestamp"] == first_lidar and all(sd["timestamp"] < first_lidar for sd in first_cams)
+    # the ego pose before the first sweep continues the trajectory (no jump, no default pose)
+    poses = {r["timestamp"]: _pose(r) for r in nusc.ego_pose}
+    fl = nusc.get("sample_data", nusc.sample[0]["data"]["CAM_FRONT_LEFT"])["timestamp"]
+    step = np.linalg.norm(poses[first_lidar][:3, 3] - poses[fl][:3, 3])
+    assert 0.0 < step < 1.0  # 43 ms of driving

@@ -202,8 +202,30 @@ def hostile_info(draw: st.DrawFn, base_s: int) -> Any:
 def test_node_survives_hostile_input_and_keeps_publishing(graph: Graph) -> None:
     stamps = _keyframe_stamps(graph)
     base_s = stamps[0] // NS
+    # a key-frame's messages: its images (up to 43 ms before its LiDAR stamp, as in nuScenes), its
+    # LiDAR and TF, up to a quarter second before the next key-frame's LiDAR
+    cut = [t - NS // 4 for t in stamps]
+    store = get_store()
+
+    def modified(topic: str, t0: int, t1: int, edit: Any) -> bytes:
+        """The bag's message on `topic` in [t0, t1), deserialized, edited and serialized again."""
+        topic_, t, raw = next(m for m in graph.bag if m[0] == topic and t0 <= m[1] < t1)
+        conn_type = "sensor_msgs/msg/CompressedImage" if "image" in topic else "sensor_msgs/msg/PointCloud2"
+        msg = store.deserialize_cdr(raw, conn_type)
+        edit(msg)
+        return bytes(store.serialize_cdr(msg, conn_type))
+
+    def next_sweep(t: int) -> bytes:
+        """The key-frame's cloud stamped a quarter second later: as in a live 20 Hz stream, a later
+        sweep moves the synchronizer's clock on, which decides the key-frame (its images precede
+        its LiDAR stamp: no later image of theirs may be needed) and drops that sweep itself."""
+        def restamp(msg: Any) -> None:
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(t + NS // 4, NS)
+        return modified(topics.LIDAR, t, t + 1, restamp)
+
     # 1) calibration + the first good key-frame
-    graph.publish_bag(0, stamps[1])
+    graph.publish_bag(0, cut[1])
+    graph.pubs[topics.LIDAR].publish(next_sweep(stamps[0]))
     assert graph.wait_for_output(stamps[0]), "no output for the first good key-frame:\n" + graph.log_path.read_text()[-3000:]
 
     jpeg = next(raw for topic, _, raw in graph.bag if topic == topics.image_topic("CAM_FRONT"))
@@ -228,26 +250,16 @@ def test_node_survives_hostile_input_and_keeps_publishing(graph: Graph) -> None:
     graph.spin(2.0)
     assert graph.proc.poll() is None, "the node died on hostile input:\n" + graph.log_path.read_text()[-3000:]
 
-    store = get_store()
-
-    def modified(topic: str, t0: int, t1: int, edit: Any) -> bytes:
-        """The bag's message on `topic` in [t0, t1), deserialized, edited and serialized again."""
-        topic_, t, raw = next(m for m in graph.bag if m[0] == topic and t0 <= m[1] < t1)
-        conn_type = "sensor_msgs/msg/CompressedImage" if "image" in topic else "sensor_msgs/msg/PointCloud2"
-        msg = store.deserialize_cdr(raw, conn_type)
-        edit(msg)
-        return bytes(store.serialize_cdr(msg, conn_type))
-
     # 3) key-frame 2 with a corrupt (truncated) CAM_BACK JPEG: counted as bad input, not published
     def truncate(msg: Any) -> None:
         msg.data = msg.data[: len(msg.data) // 2]
 
-    bad_jpeg = modified(BACK_IMAGE, stamps[1], stamps[2], truncate)
-    graph.publish_bag(stamps[1], stamps[2], topics={t for t, *_ in graph.bag} - {BACK_IMAGE, topics.LIDAR})
+    bad_jpeg = modified(BACK_IMAGE, cut[1], stamps[1], truncate)
+    graph.publish_bag(cut[1], cut[2], topics={t for t, *_ in graph.bag} - {BACK_IMAGE, topics.LIDAR})
     graph.pubs[BACK_IMAGE].publish(bad_jpeg)
-    graph.publish_bag(stamps[1], stamps[2], topics={topics.LIDAR})
+    graph.publish_bag(cut[1], cut[2], topics={topics.LIDAR})
     # 4) key-frame 3 while CAM_BACK has stopped: dropped (missing camera), not published
-    graph.publish_bag(stamps[2], stamps[3], topics={t for t, *_ in graph.bag} - {BACK_IMAGE})
+    graph.publish_bag(cut[2], cut[3], topics={t for t, *_ in graph.bag} - {BACK_IMAGE})
     # key-frame 3's LiDAR decided key-frame 2's set; let the worker take it before key-frame 4 arrives,
     # which would otherwise supersede it (latest wins) while a set formed from hostile input is inferred
     deadline = time.monotonic() + 60
@@ -261,8 +273,9 @@ def test_node_survives_hostile_input_and_keeps_publishing(graph: Graph) -> None:
         msg.row_step = msg.width * msg.point_step
 
     nan_cloud = modified(topics.LIDAR, stamps[3], stamps[3] + NS, add_nan_points)
-    graph.publish_bag(stamps[3], stamps[3] + NS, topics={t for t, *_ in graph.bag} - {topics.LIDAR})
+    graph.publish_bag(cut[3], stamps[3] + NS, topics={t for t, *_ in graph.bag} - {topics.LIDAR})
     graph.pubs[topics.LIDAR].publish(nan_cloud)
+    graph.pubs[topics.LIDAR].publish(next_sweep(stamps[3]))
     assert graph.wait_for_output(stamps[3]), "no output for a good key-frame after hostile input:\n" + graph.log_path.read_text()[-4000:]
     assert stamps[1] not in graph.voxel_stamps and stamps[2] not in graph.voxel_stamps
     graph.spin(1.5)

@@ -22,7 +22,9 @@ S, MS = 1_000_000_000, 1_000_000
 T0 = 1_700_000_000 * S
 H, W = 18, 32
 K = np.array([[20.0, 0, 16], [0, 20.0, 9], [0, 0, 1]])
-OFFSETS_MS = (7, 15, 22, 49, 40, 31)
+# nuScenes key-frame camera stamps minus the (end-of-sweep) LiDAR stamp, CAMERA_NAMES order
+# (FRONT_LEFT, FRONT, FRONT_RIGHT, BACK_LEFT, BACK, BACK_RIGHT): every camera before the LiDAR
+OFFSETS_MS = (-43, -35, -28, -1, -10, -20)
 rng = np.random.default_rng(0)
 WORLD = np.concatenate([rng.uniform(-30, 30, (300, 2)), rng.uniform(-1, 4, (300, 1))], axis=1)  # map frame
 
@@ -48,12 +50,14 @@ def frame_of(cam: str) -> str:
     return f"{cam.lower()}_optical"
 
 
-def make_tf(until_s: float = 10.0) -> TfBuffer:
+def make_tf(until_s: float = 10.0, from_s: float = -1.0) -> TfBuffer:
+    """Static extrinsics and 100 Hz ego poses from `from_s` (before T0: the cameras of a sweep at
+    T0 are stamped up to 43 ms earlier) to `until_s` seconds after T0."""
     tf = TfBuffer(cache_time_s=12.0)
     tf.set_transform("base_link", "lidar_top", 0, LIDAR_IN_EGO, static=True)
     for cam, T in CAMS_IN_EGO.items():
         tf.set_transform("base_link", frame_of(cam), 0, T, static=True)
-    for k in range(int(until_s * 100) + 1):  # ego poses at 100 Hz
+    for k in range(int(round(from_s * 100)), int(until_s * 100) + 1):  # ego poses at 100 Hz
         t = T0 + k * 10 * MS
         tf.set_transform("map", "base_link", t, ego_in_map(t))
     return tf
@@ -114,7 +118,8 @@ def test_first_frame_has_no_history_and_correct_geometry():
         t_cam = t + OFFSETS_MS[k] * MS
         want = invert(ego_in_map(t_key)) @ ego_in_map(t_cam) @ CAMS_IN_EGO[cam]
         np.testing.assert_allclose(cams.sensor2ego[k], want, atol=1e-4)  # lerp of a curve at 100 Hz
-    assert cams.stamp_ns == t + int(np.mean(OFFSETS_MS) * MS)
+    stamps = [t + off * MS for off in OFFSETS_MS]
+    assert cams.stamp_ns == (sum(stamps) + 3) // 6  # the mean camera stamp, rounded
     np.testing.assert_allclose(fs.keyego2lidarego, invert(ego_in_map(t)) @ ego_in_map(t_key), atol=1e-4)
 
 
@@ -246,14 +251,15 @@ def test_ros_messages_through_the_synchronizer_and_assembler():
         asm.set_camera_info(cam, info)
     sync = LidarAnchoredSync(CAMERA_NAMES)
     frames = []
-    for n in range(6):
+    for n in range(6):  # the first sweep at T0: its cameras (and so the key ego pose) are earlier
         t = T0 + n * 500 * MS
         cloud, images = ros_messages(t, n)
         if n == 4:
             images[2].data = images[2].data[:40]  # truncated JPEG
-        sets = sync.add_lidar(t, cloud)
-        for cam, msg in zip(CAMERA_NAMES, images):
+        sets = []
+        for cam, msg in zip(CAMERA_NAMES, images):  # in stamp order: the cameras come first
             sets += sync.add_camera(cam, msg.header.stamp.sec * S + msg.header.stamp.nanosec, msg)
+        sets += sync.add_lidar(t, cloud)
         for s in sets:
             try:
                 frames.append(asm.build(s))

@@ -41,17 +41,18 @@ def _pipeline(problems: list[tuple[str, str]]) -> OccupancyPipeline:
 
 
 def _stream(seconds: float, lidar_hz: float, tf_hz: float, tf_lag_s: float, cameras: tuple[str, ...]):
-    """(arrival ns, kind, payload) of a rig: LiDAR at lidar_hz, cameras 10-50 ms after each sweep,
-    map->base_link at tf_hz arriving tf_lag_s after its stamp."""
+    """(arrival ns, kind, payload) of a rig: LiDAR at lidar_hz, cameras 43-3 ms before each sweep
+    (nuScenes: the LiDAR is stamped at the end of its rotation), map->base_link at tf_hz from
+    0.1 s before the first sweep, arriving tf_lag_s after its stamp."""
     events = []
     n = int(seconds * lidar_hz)
     for k in range(n):
         t = T0 + int(k * S / lidar_hz)
         events.append((t, "lidar", _stamped(PointCloud2(), t, "lidar_top")))
         for i, cam in enumerate(cameras):
-            tc = t + int((0.01 + 0.008 * i) * S)
+            tc = t + int((-0.043 + 0.008 * i) * S)
             events.append((tc, ("image", cam), _stamped(CompressedImage(format="jpeg"), tc, cam.lower())))
-    for k in range(int((seconds + 0.2) * tf_hz)):
+    for k in range(int(-0.1 * tf_hz), int((seconds + 0.2) * tf_hz)):
         ts = T0 + int(k * S / tf_hz)
         events.append((ts + int(tf_lag_s * S), "tf", TFMessage(transforms=[_ego_pose(ts)])))
     events.sort(key=lambda e: e[0])
