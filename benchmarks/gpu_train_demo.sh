@@ -37,9 +37,18 @@ sys.exit(1 if missing else 0)
 EOF
 rm -rf "$work/probe"
 echo "== $(date +%T) probe + training (${minutes} min) + evaluation"
-timeout 540 python3 benchmarks/train_curve.py "${args[@]}" --device cuda --num-workers 15 --batch-size 4 \
+timeout 360 python3 benchmarks/train_curve.py "${args[@]}" --device cuda --num-workers 15 --batch-size 4 \
   --threads 4 --probe-iters 40 --train-minutes "$minutes" --val-points 2 --log-every 25 2>&1 | tail -40
 cp "$work"/results.json "$work"/baselines.json "$work"/eval_*.json "$dest/" 2>/dev/null
 cp "$work"/run/log.csv "$work"/run/val.csv "$dest/" 2>/dev/null
-cp "$work"/run/latest.pth "$dest/latest.pth" 2>/dev/null
+# the shipped form: the EMA weights and the config only (as demo/tiny_synth.pth)
+python3 - "$work/run/latest.pth" "$dest/tiny_synth.pth" <<'EOF'
+import sys
+from fusionocc_core import build_model, load_config
+from fusionocc_core.checkpoint import load_model_weights, save_checkpoint
+cfg = load_config("tiny")
+model = build_model(cfg)
+print("loaded", load_model_weights(model, sys.argv[1]))
+save_checkpoint(sys.argv[2], model, cfg)
+EOF
 ls -la "$dest"
