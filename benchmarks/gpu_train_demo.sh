@@ -4,7 +4,7 @@
 #   benchmarks/gpu_train_demo.sh OUT_DIR INFOS_DIR [TRAIN_MINUTES]
 # The GPU machine has no nuScenes devkit, so the info files come prepared (INFOS_DIR/train.pkl and
 # val.pkl, written by `benchmarks/train_curve.py --probe-only` with the same arguments on a machine
-# that has it); the synthetic world itself is regenerated here (fusionocc-synth is deterministic
+# that has it, plus the devkit's nuscenes/utils/splits.py, see below); the synthetic world itself is regenerated here (fusionocc-synth is deterministic
 # for a seed) and every file the infos name is checked before training. OUT_DIR gets the EMA
 # checkpoint, the logs, results.json and the scores.
 set -u
@@ -14,6 +14,15 @@ minutes=${3:-3}
 work=${WORK:-/tmp/train_demo}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 mkdir -p "$dest" "$work"
+# fusionocc-synth names scenes from the devkit's split lists; without the devkit (and its heavy
+# dependencies) on the GPU machine, INFOS_DIR/splits.py (the devkit's nuscenes/utils/splits.py,
+# carried as data) serves them, its NuScenes import (type hints only) replaced
+if ! python3 -c "import nuscenes" 2>/dev/null && [ -f "$infos/splits.py" ]; then
+  shim=$work/nuscenes_lists
+  mkdir -p "$shim/nuscenes/utils" && touch "$shim/nuscenes/__init__.py" "$shim/nuscenes/utils/__init__.py"
+  sed 's/^from nuscenes import NuScenes$/NuScenes = object  # only in type hints/' "$infos/splits.py" > "$shim/nuscenes/utils/splits.py"
+  export PYTHONPATH=$shim:$PYTHONPATH
+fi
 cp "$infos/train.pkl" "$infos/val.pkl" "$work/"
 # the same world as INFOS_DIR's (see train_curve.py --help for each option)
 args=(--work "$work" --version v1.0-trainval --scenes 40 --val-scenes 2 --keyframes 10 --data-seed 1)
