@@ -46,7 +46,7 @@ fi
 step "profile, official bf16 predict() (no stage timers)"
 timeout 120 python3 benchmarks/profile_predict.py --preset official --precision bf16 --points 250000 --frames 2 \
   --out "$out/profile" 2>&1 | tail -3
-step "row gather of the table sparse conv: index_select vs word gathers (official stage-1 shapes)"
+step "row gather of the table sparse conv: index_select vs torch.take of words (official stage shapes)"
 timeout 60 python3 - <<'EOF' 2>&1 | tee "$out/gather.txt"
 import torch, time
 from fusionocc_core.ops.sparse_conv import _gather_rows
@@ -62,7 +62,8 @@ for M, C in ((230_000, 16), (150_000, 32), (100_000, 48), (60_000, 64)):
     a, b = t(lambda: feats.index_select(0, idx)), t(lambda: _gather_rows(feats, idx))
     i64 = t(lambda: torch.gather(feats.view(torch.int64), 0, idx[:, None].expand(-1, C // 4)))
     assert torch.equal(feats.index_select(0, idx), _gather_rows(feats, idx))
-    print(f"C={C} rows={idx.numel()}: index_select {a:.3f} ms, 16-byte words {b:.3f} ms ({a / b:.1f}x), int64 words {i64:.3f} ms")
+    print(f"C={C} rows={idx.numel()}: index_select {a:.3f} ms, take of words {b:.3f} ms ({a / b:.1f}x), "
+          f"gather with an expanded index {i64:.3f} ms")
 EOF
 step "CUDA tests"
 timeout 200 python3 -m pytest -q -p no:cacheprovider test/cuda -k "not train_with_amp" 2>&1 | tee "$out/cuda_tests.txt" | tail -15
