@@ -200,20 +200,42 @@ def _slots(rng: np.random.Generator, x0: float, x1: float, gap: tuple[float, flo
     return xs[xs < x1]
 
 
-def build_world(seed: int, index: int, duration_s: float) -> World:
-    """Lay out one random street scene long enough for `duration_s` seconds of ego driving.
-    The layout depends on (seed, index) and on the duration only in 10 s steps, so a scene's
-    first key frames are the same whatever the number of key frames."""
-    duration_s = 10.0 * max(1, int(np.ceil(duration_s / 10.0)))
-    rng = np.random.default_rng([seed, index, 0x5EED])
-    lanes = int(rng.integers(1, 3))  # driving lanes per direction
+@dataclass
+class _Street:
+    """The random street layout in the road frame (x along the street, y across, ego lane at y < 0)."""
+
+    lanes: int  # driving lanes per direction
+    lane_w: float
+    median: float
+    park: float  # parking lane width (0: none)
+    edge: float  # |y| of the curb
+    sidewalk: float
+    terrain: float
+    setback: float  # |y| where the building zone starts
+    ego: EgoMotion
+    ego_lane: int
+    x_lo: float
+    x_hi: float
+    y_half: float
+    cross: float | None  # x of the cross street, or None
+    cross_w: float
+    duration_s: float
+
+    def in_cross(self, x: np.ndarray | float, margin: float = 0.0) -> np.ndarray | bool:
+        """True where x lies in the cross street (with its sidewalks, plus `margin`)."""
+        return self.cross is not None and np.abs(np.asarray(x) - self.cross) < self.cross_w / 2 + self.sidewalk + margin
+
+
+def _street(rng: np.random.Generator, duration_s: float) -> _Street:
+    """Lanes, curb, sidewalk, terrain strip, the ego's motion and the optional cross street."""
+    lanes = int(rng.integers(1, 3))
     lane_w = 3.5
     median = float(rng.uniform(1.0, 2.0)) if lanes == 2 and rng.random() < 0.5 else 0.0
     park = 2.5 if rng.random() < 0.8 else 0.0
-    edge = median / 2 + lanes * lane_w + park  # |y| of the curb
+    edge = median / 2 + lanes * lane_w + park
     sidewalk = float(rng.uniform(2.0, 4.5))
     terrain = float(rng.choice([0.0, rng.uniform(1.5, 6.0)]))
-    setback = edge + sidewalk + terrain  # |y| where the building zone starts
+    setback = edge + sidewalk + terrain
 
     ego_v = float(rng.uniform(3.0, 9.0))
     ego_a = float(rng.uniform(-0.3, 0.5))
@@ -224,28 +246,29 @@ def build_world(seed: int, index: int, duration_s: float) -> World:
     ego = EgoMotion(0.0, ego_v, ego_a, ego_y, float(rng.uniform(0.0, 0.35)),
                     float(rng.uniform(0.3, 0.9)), float(rng.uniform(0, 2 * np.pi)))
     travel = ego.pose(duration_s)[0]
-    x_lo, x_hi = -70.0, travel + 70.0
-    y_half = setback + 35.0
     cross = float(rng.uniform(10.0, travel + 30.0)) if rng.random() < 0.6 else None
     cross_w = float(rng.uniform(7.0, 10.0))
+    return _Street(lanes, lane_w, median, park, edge, sidewalk, terrain, setback, ego, ego_lane,
+                   -70.0, travel + 70.0, setback + 35.0, cross, cross_w, duration_s)
 
-    def in_cross(x: np.ndarray | float, margin: float = 0.0) -> np.ndarray | bool:
-        return cross is not None and np.abs(np.asarray(x) - cross) < cross_w / 2 + sidewalk + margin
 
-    # ---- ground raster (road frame): class + texture
-    wr = int(np.ceil((x_hi - x_lo) / RASTER_RES))
-    hr = int(np.ceil(2 * y_half / RASTER_RES))
-    xs = x_lo + (np.arange(wr) + 0.5) * RASTER_RES  # (Wr,)
-    ys = -y_half + (np.arange(hr) + 0.5) * RASTER_RES  # (Hr,)
+def _ground(rng: np.random.Generator, st: _Street) -> tuple[np.ndarray, np.ndarray]:
+    """The ground raster (road frame): lidarseg class (Hr, Wr) uint8 and texture (Hr, Wr, 3) uint8
+    (asphalt, sidewalk tiles, lane markings, zebra crossings)."""
+    wr = int(np.ceil((st.x_hi - st.x_lo) / RASTER_RES))
+    hr = int(np.ceil(2 * st.y_half / RASTER_RES))
+    xs = st.x_lo + (np.arange(wr) + 0.5) * RASTER_RES  # (Wr,)
+    ys = -st.y_half + (np.arange(hr) + 0.5) * RASTER_RES  # (Hr,)
     ay = np.abs(ys)[:, None]  # (Hr, 1)
     ax = xs[None, :]  # (1, Wr)
+    edge, sidewalk, cross, cross_w = st.edge, st.sidewalk, st.cross, st.cross_w
     gcls = np.full((hr, wr), L["flat.terrain"], np.uint8)
     behind = rng.choice([L["flat.terrain"], L["flat.other"], L["flat.sidewalk"]])
-    gcls[np.broadcast_to(ay >= setback, (hr, wr))] = behind
+    gcls[np.broadcast_to(ay >= st.setback, (hr, wr))] = behind
     gcls[np.broadcast_to((ay >= edge) & (ay < edge + sidewalk), (hr, wr))] = L["flat.sidewalk"]
     gcls[np.broadcast_to(ay < edge, (hr, wr))] = L["flat.driveable_surface"]
-    if median > 0:
-        gcls[np.broadcast_to(ay < median / 2, (hr, wr))] = L["flat.other"]
+    if st.median > 0:
+        gcls[np.broadcast_to(ay < st.median / 2, (hr, wr))] = L["flat.other"]
     if cross is not None:
         cx_mask = np.abs(ax - cross) < cross_w / 2
         gcls[np.broadcast_to(cx_mask, (hr, wr))] = L["flat.driveable_surface"]
@@ -253,7 +276,7 @@ def build_world(seed: int, index: int, duration_s: float) -> World:
         gcls[side] = L["flat.sidewalk"]
     # a few random flat.other / terrain patches in the building zone
     for _ in range(int(rng.integers(2, 6))):
-        px, py = rng.uniform(x_lo, x_hi), rng.choice([-1, 1]) * rng.uniform(setback + 2, y_half - 5)
+        px, py = rng.uniform(st.x_lo, st.x_hi), rng.choice([-1, 1]) * rng.uniform(st.setback + 2, st.y_half - 5)
         sx, sy = rng.uniform(4, 15), rng.uniform(3, 10)
         m = (np.abs(ax - px) < sx / 2) & (np.abs(ys[:, None] - py) < sy / 2)
         gcls[m] = rng.choice([L["flat.other"], L["flat.terrain"]])
@@ -268,39 +291,43 @@ def build_world(seed: int, index: int, duration_s: float) -> World:
     rgb[tiles & (gcls == L["flat.sidewalk"])] *= 0.8
     # lane markings: white dashed lines between lanes, solid edge lines, yellow centre
     road = gcls == L["flat.driveable_surface"]
-    along = ~in_cross(ax) if cross is not None else np.ones_like(ax, bool)
+    along = ~st.in_cross(ax) if cross is not None else np.ones_like(ax, bool)
     white = np.zeros((hr, wr), bool)
-    for k in range(1, lanes):
-        yl = median / 2 + k * lane_w
+    for k in range(1, st.lanes):
+        yl = st.median / 2 + k * st.lane_w
         white |= (np.abs(ay - yl) < 0.075) & (np.mod(ax, 9.0) < 3.0)
-    white |= np.abs(ay - (median / 2 + lanes * lane_w)) < 0.075
+    white |= np.abs(ay - (st.median / 2 + st.lanes * st.lane_w)) < 0.075
     white &= along & road
     rgb[white] = (0.92, 0.92, 0.88)
-    if median == 0:
+    if st.median == 0:
         rgb[(ay < 0.1) & along & road] = (0.85, 0.7, 0.15)
     if cross is not None:
         zebra = (np.abs(ax - (cross - cross_w / 2 - 2.0)) < 1.5) | (np.abs(ax - (cross + cross_w / 2 + 2.0)) < 1.5)
         zebra = zebra & (np.mod(ys[:, None], 1.2) < 0.6) & road
         rgb[zebra] = (0.9, 0.9, 0.88)
-    ground_rgb = np.clip(rgb * 255.0, 0, 255).astype(np.uint8)
+    return gcls, np.clip(rgb * 255.0, 0, 255).astype(np.uint8)
 
-    # ---- solids
-    S = _SolidList()
-    # buildings (and walls) on both sides, leaving the cross street open
+
+def _add_buildings(rng: np.random.Generator, st: _Street, S: _SolidList) -> None:
+    """Buildings (and walls) on both sides, leaving the cross street open."""
     for sgn in (-1.0, 1.0):
-        x = x_lo - rng.uniform(0, 10)
-        while x < x_hi:
+        x = st.x_lo - rng.uniform(0, 10)
+        while x < st.x_hi:
             length = float(rng.uniform(8, 30))
             depth = float(rng.uniform(8, 20))
-            if not np.any(in_cross(np.linspace(x, x + length, 8), 2.0)):
+            if not np.any(st.in_cross(np.linspace(x, x + length, 8), 2.0)):
                 off = float(rng.uniform(0.5, 6.0))
-                S.add(BOX, L["static.manmade"], x + length / 2, sgn * (setback + off + depth / 2), 0.0,
+                S.add(BOX, L["static.manmade"], x + length / 2, sgn * (st.setback + off + depth / 2), 0.0,
                       length, depth, float(rng.uniform(4, 20)), tint=tuple(rng.uniform(0.75, 1.2, 3)))
             x += length + float(rng.uniform(1.0, 12.0))
-    # curb furniture: poles, trees, bicycles, motorcycles, benches, bins
+
+
+def _add_curb_furniture(rng: np.random.Generator, st: _Street, S: _SolidList) -> None:
+    """Poles, trees, bicycles, motorcycles, benches and bins along both curbs."""
+    edge, sidewalk = st.edge, st.sidewalk
     for sgn in (-1.0, 1.0):
-        for x in _slots(rng, x_lo, x_hi, (3.0, 9.0)):
-            if in_cross(x, 1.0):
+        for x in _slots(rng, st.x_lo, st.x_hi, (3.0, 9.0)):
+            if st.in_cross(x, 1.0):
                 continue
             r = rng.random()
             yc = sgn * (edge + 0.45)
@@ -326,57 +353,70 @@ def build_world(seed: int, index: int, duration_s: float) -> World:
                 S.add(BOX, L["static.other"], x, sgn * (edge + sidewalk - 0.5), 0.0,
                       float(rng.uniform(0.6, 1.8)), 0.5, float(rng.uniform(0.5, 1.1)))
             # else: empty slot
-    # vegetation in the terrain strip
-    if terrain > 1.5:
+
+
+def _add_terrain_vegetation(rng: np.random.Generator, st: _Street, S: _SolidList) -> None:
+    """Bushes in the terrain strip between sidewalk and buildings (when it is wide enough)."""
+    if st.terrain <= 1.5:
+        return
+    for sgn in (-1.0, 1.0):
+        for x in _slots(rng, st.x_lo, st.x_hi, (3.0, 10.0)):
+            if st.in_cross(x, 1.0):
+                continue
+            w = float(rng.uniform(0.8, min(2.5, st.terrain - 0.3)))
+            S.add(BOX, L["static.vegetation"], x, sgn * (st.edge + st.sidewalk + st.terrain / 2), 0.0,
+                  float(rng.uniform(1.0, 3.0)), w, float(rng.uniform(0.6, 1.6)),
+                  tint=tuple(rng.uniform(0.8, 1.2, 3)))
+
+
+def _add_parking(rng: np.random.Generator, st: _Street, S: _SolidList) -> None:
+    """Parked vehicles, or a construction zone (barriers, cones, a machine), in the parking lanes."""
+    if st.park <= 0:
+        return
+    park = st.park
+    yp = st.median / 2 + st.lanes * st.lane_w + park / 2
+    for sgn in (-1.0, 1.0):
+        x = st.x_lo + float(rng.uniform(0, 8))
+        while x < st.x_hi:
+            if rng.random() < 0.12:  # construction zone
+                zone = float(rng.uniform(8, 20))
+                for bx in np.arange(x, x + zone, 2.2):
+                    if st.in_cross(bx, 1.0):
+                        continue
+                    l, w, h = _size(rng, "movable_object.barrier")
+                    S.add(BOX, L["movable_object.barrier"], bx + l / 2, sgn * (yp - park / 2 + 0.4), 0.0,
+                          l, w, h, thing=True)
+                for cx in np.arange(x + 1.0, x + zone, 3.0):
+                    if st.in_cross(cx, 1.0):
+                        continue
+                    l, w, h = _size(rng, "movable_object.trafficcone")
+                    S.add(CYLINDER, L["movable_object.trafficcone"], cx, sgn * (yp + 0.3), 0.0, l, l, h,
+                          thing=True)
+                if rng.random() < 0.5 and not st.in_cross(x + zone / 2, 4.0):
+                    l, w, h = _size(rng, "vehicle.construction")
+                    S.add(BOX, L["vehicle.construction"], x + zone / 2, sgn * yp, 0.0, l, min(w, park),
+                          h, yaw=0.0, thing=True, attribute="vehicle.parked")
+                x += zone + 3.0
+                continue
+            name = str(rng.choice(["vehicle.car"] * 14 + ["vehicle.truck", "vehicle.bus.rigid",
+                                                            "vehicle.trailer", "vehicle.motorcycle"]))
+            l, w, h = _size(rng, name)
+            w = min(w, park - 0.1) if name != "vehicle.motorcycle" else w
+            if not np.any(st.in_cross(np.array([x, x + l]), 0.5)) and rng.random() < 0.75:
+                S.add(BOX, L[name], x + l / 2, sgn * yp, 0.0, l, w, h,
+                      yaw=float(np.pi if sgn > 0 else 0.0) + float(rng.normal(0, 0.03)),
+                      tint=_vehicle_tint(rng, name), thing=True,
+                      attribute="cycle.without_rider" if name == "vehicle.motorcycle" else "vehicle.parked")
+            x += l + float(rng.uniform(1.0, 6.0))
+
+
+def _add_traffic(rng: np.random.Generator, st: _Street, S: _SolidList) -> None:
+    """Moving (or queued) vehicles in every lane, one speed per lane, and a lead car before the ego."""
+    ego = st.ego
+    for lane in range(st.lanes):
         for sgn in (-1.0, 1.0):
-            for x in _slots(rng, x_lo, x_hi, (3.0, 10.0)):
-                if in_cross(x, 1.0):
-                    continue
-                w = float(rng.uniform(0.8, min(2.5, terrain - 0.3)))
-                S.add(BOX, L["static.vegetation"], x, sgn * (edge + sidewalk + terrain / 2), 0.0,
-                      float(rng.uniform(1.0, 3.0)), w, float(rng.uniform(0.6, 1.6)),
-                      tint=tuple(rng.uniform(0.8, 1.2, 3)))
-    # parked vehicles or a construction zone (barriers + cones) in the parking lanes
-    if park > 0:
-        yp = median / 2 + lanes * lane_w + park / 2
-        for sgn in (-1.0, 1.0):
-            x = x_lo + float(rng.uniform(0, 8))
-            while x < x_hi:
-                if rng.random() < 0.12:  # construction zone
-                    zone = float(rng.uniform(8, 20))
-                    for bx in np.arange(x, x + zone, 2.2):
-                        if in_cross(bx, 1.0):
-                            continue
-                        l, w, h = _size(rng, "movable_object.barrier")
-                        S.add(BOX, L["movable_object.barrier"], bx + l / 2, sgn * (yp - park / 2 + 0.4), 0.0,
-                              l, w, h, thing=True)
-                    for cx in np.arange(x + 1.0, x + zone, 3.0):
-                        if in_cross(cx, 1.0):
-                            continue
-                        l, w, h = _size(rng, "movable_object.trafficcone")
-                        S.add(CYLINDER, L["movable_object.trafficcone"], cx, sgn * (yp + 0.3), 0.0, l, l, h,
-                              thing=True)
-                    if rng.random() < 0.5 and not in_cross(x + zone / 2, 4.0):
-                        l, w, h = _size(rng, "vehicle.construction")
-                        S.add(BOX, L["vehicle.construction"], x + zone / 2, sgn * yp, 0.0, l, min(w, park),
-                              h, yaw=0.0, thing=True, attribute="vehicle.parked")
-                    x += zone + 3.0
-                    continue
-                name = str(rng.choice(["vehicle.car"] * 14 + ["vehicle.truck", "vehicle.bus.rigid",
-                                                                "vehicle.trailer", "vehicle.motorcycle"]))
-                l, w, h = _size(rng, name)
-                w = min(w, park - 0.1) if name != "vehicle.motorcycle" else w
-                if not np.any(in_cross(np.array([x, x + l]), 0.5)) and rng.random() < 0.75:
-                    S.add(BOX, L[name], x + l / 2, sgn * yp, 0.0, l, w, h,
-                          yaw=float(np.pi if sgn > 0 else 0.0) + float(rng.normal(0, 0.03)),
-                          tint=_vehicle_tint(rng, name), thing=True,
-                          attribute="cycle.without_rider" if name == "vehicle.motorcycle" else "vehicle.parked")
-                x += l + float(rng.uniform(1.0, 6.0))
-    # traffic: lanes in both directions, vehicles spaced along x with one speed per lane
-    for lane in range(lanes):
-        for sgn in (-1.0, 1.0):
-            yl = sgn * (median / 2 + (lane + 0.5) * lane_w)
-            if sgn < 0 and lane == ego_lane:  # a lead vehicle following the ego's speed profile
+            yl = sgn * (st.median / 2 + (lane + 0.5) * st.lane_w)
+            if sgn < 0 and lane == st.ego_lane:  # a lead vehicle following the ego's speed profile
                 if rng.random() < 0.7:
                     l, w, h = _size(rng, "vehicle.car")
                     gap = float(rng.uniform(10, 25))
@@ -387,7 +427,8 @@ def build_world(seed: int, index: int, duration_s: float) -> World:
             speed = float(rng.uniform(4.0, 12.0)) * (-sgn)  # y<0 lanes drive +x
             if rng.random() < 0.15:
                 speed = 0.0  # a queue of stopped cars
-            span_lo, span_hi = x_lo - max(0.0, speed * duration_s), x_hi - min(0.0, speed * duration_s)
+            span_lo = st.x_lo - max(0.0, speed * st.duration_s)
+            span_hi = st.x_hi - min(0.0, speed * st.duration_s)
             x = span_lo + float(rng.uniform(0, 15))
             while x < span_hi:
                 name = str(rng.choice(["vehicle.car"] * 10 + ["vehicle.truck", "vehicle.bus.rigid"]))
@@ -397,41 +438,67 @@ def build_world(seed: int, index: int, duration_s: float) -> World:
                       vel=(speed, 0.0), tint=_vehicle_tint(rng, name), thing=True,
                       attribute="vehicle.moving" if speed != 0 else "vehicle.stopped")
                 x += l + float(rng.uniform(8.0, 35.0))
-    # pedestrians: one walking band per sidewalk (single speed: no collisions) + standing people
+
+
+def _add_pedestrians(rng: np.random.Generator, st: _Street, S: _SolidList) -> None:
+    """One walking band per sidewalk (one speed: no collisions) and people standing near the buildings."""
+    edge, sidewalk = st.edge, st.sidewalk
     for sgn in (-1.0, 1.0):
         yb = sgn * (edge + sidewalk * 0.55)
         speed = float(rng.uniform(0.9, 1.6)) * float(rng.choice([-1.0, 1.0]))
-        for x in _slots(rng, x_lo - 20, x_hi + 20, (4.0, 25.0)):
+        for x in _slots(rng, st.x_lo - 20, st.x_hi + 20, (4.0, 25.0)):
             l, w, h = _size(rng, "human.pedestrian.adult")
             S.add(CYLINDER, L["human.pedestrian.adult"], x, yb, 0.0, l, l, h, yaw=0.0 if speed > 0 else np.pi,
                   vel=(speed, 0.0), tint=tuple(rng.uniform(0.5, 1.3, 3)), thing=True,
                   attribute="pedestrian.moving")
-        for x in _slots(rng, x_lo, x_hi, (15.0, 60.0)):
-            if in_cross(x, 0.0):
+        for x in _slots(rng, st.x_lo, st.x_hi, (15.0, 60.0)):
+            if st.in_cross(x, 0.0):
                 continue
             l, w, h = _size(rng, "human.pedestrian.adult")
             S.add(CYLINDER, L["human.pedestrian.adult"], x, sgn * (edge + sidewalk * 0.85), 0.0, l, l, h,
                   yaw=float(rng.uniform(-np.pi, np.pi)), tint=tuple(rng.uniform(0.5, 1.3, 3)), thing=True,
                   attribute="pedestrian.standing")
-    # a queue of stopped cars on the cross street, waiting at the stop line
-    if cross is not None:
-        for sgn in (-1.0, 1.0):
-            y = sgn * (edge + sidewalk + 3.0)
-            for _ in range(int(rng.integers(0, 3))):
-                l, w, h = _size(rng, "vehicle.car")
-                xc = cross + (-sgn) * cross_w / 4
-                if abs(y) + l < y_half:
-                    S.add(BOX, L["vehicle.car"], xc, y + sgn * l / 2, 0.0, l, w, h,
-                          yaw=float(-sgn * np.pi / 2), tint=_vehicle_tint(rng, "vehicle.car"), thing=True,
-                          attribute="vehicle.stopped")
-                y += sgn * (l + float(rng.uniform(1.5, 4.0)))
 
-    # road frame -> global: random heading, offset so the world's bounding box is positive
+
+def _add_cross_queue(rng: np.random.Generator, st: _Street, S: _SolidList) -> None:
+    """A queue of stopped cars on the cross street, waiting at the stop line."""
+    if st.cross is None:
+        return
+    for sgn in (-1.0, 1.0):
+        y = sgn * (st.edge + st.sidewalk + 3.0)
+        for _ in range(int(rng.integers(0, 3))):
+            l, w, h = _size(rng, "vehicle.car")
+            xc = st.cross + (-sgn) * st.cross_w / 4
+            if abs(y) + l < st.y_half:
+                S.add(BOX, L["vehicle.car"], xc, y + sgn * l / 2, 0.0, l, w, h,
+                      yaw=float(-sgn * np.pi / 2), tint=_vehicle_tint(rng, "vehicle.car"), thing=True,
+                      attribute="vehicle.stopped")
+            y += sgn * (l + float(rng.uniform(1.5, 4.0)))
+
+
+def _road_to_global(rng: np.random.Generator, st: _Street) -> np.ndarray:
+    """(4, 4) road frame -> global: a random heading, offset so the world's bounding box is positive."""
     psi = float(rng.uniform(-np.pi, np.pi))
     c, s = np.cos(psi), np.sin(psi)
-    corners = np.array([[x_lo, -y_half], [x_lo, y_half], [x_hi, -y_half], [x_hi, y_half]])
+    corners = np.array([[st.x_lo, -st.y_half], [st.x_lo, st.y_half], [st.x_hi, -st.y_half], [st.x_hi, st.y_half]])
     rot = corners @ np.array([[c, -s], [s, c]]).T
     road2global = np.eye(4)
     road2global[:2, :2] = [[c, -s], [s, c]]
     road2global[:2, 3] = -rot.min(0) + rng.uniform(5.0, 50.0, 2)
-    return World(S.build(), gcls, ground_rgb, (x_lo, -y_half), ego, road2global)
+    return road2global
+
+
+def build_world(seed: int, index: int, duration_s: float) -> World:
+    """Lay out one random street scene long enough for `duration_s` seconds of ego driving.
+    The layout depends on (seed, index) and on the duration only in 10 s steps, so a scene's
+    first key frames are the same whatever the number of key frames. The steps draw from one
+    generator in a fixed order (changing it changes every generated dataset)."""
+    duration_s = 10.0 * max(1, int(np.ceil(duration_s / 10.0)))
+    rng = np.random.default_rng([seed, index, 0x5EED])
+    st = _street(rng, duration_s)
+    ground_cls, ground_rgb = _ground(rng, st)
+    S = _SolidList()
+    for add in (_add_buildings, _add_curb_furniture, _add_terrain_vegetation, _add_parking, _add_traffic,
+                _add_pedestrians, _add_cross_queue):
+        add(rng, st, S)
+    return World(S.build(), ground_cls, ground_rgb, (st.x_lo, -st.y_half), st.ego, _road_to_global(rng, st))
