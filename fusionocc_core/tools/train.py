@@ -212,15 +212,13 @@ class TrainOptions:
     channels_last: bool = True
 
 
-def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
-    """Run (or continue) training; returns the summary dict (also printed by main)."""
+def _configure_torch(opts: TrainOptions, info: DistInfo) -> None:
+    """Deterministic algorithms (bit-exact resume) and the intra-op thread count of this process."""
     if opts.deterministic:
         # bit-exact resume: e.g. CPU index_put_(accumulate=True), the backward of advanced indexing,
         # uses atomic float adds across threads unless deterministic algorithms are on
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
-    prepare_work_dir(Path(opts.work_dir), opts.resume, opts.overwrite, is_main=int(os.environ.get("RANK", "0")) == 0)
-    info = setup_distributed(opts.device)
     if opts.amp and info.device.type != "cuda":
         raise TrainError("--amp needs --device cuda (mixed precision runs on CUDA only)")
     if opts.threads:
@@ -228,19 +226,24 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
     elif info.distributed and info.device.type == "cpu":
         local = int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
-    tc = cfg.train
-    max_iters = int(opts.max_iters if opts.max_iters is not None else tc.max_iters)
-    batch = int(opts.batch_size or tc.batch_size)
-    workers = int(tc.num_workers if opts.num_workers is None else opts.num_workers)
-    ckpt_every = int(opts.checkpoint_interval or tc.checkpoint_interval)
-    log_every = int(opts.log_interval or tc.log_interval)
-    work = Path(opts.work_dir)
-    if info.is_main:
-        work.mkdir(parents=True, exist_ok=True)
 
-    # -- model, optimizer, schedule, EMA (built identically on every rank from the same seed)
-    from fusionocc_core.data.io import DataError
-    from fusionocc_core.losses import compute_losses, resolve_class_weights
+
+@dataclass
+class _Run:
+    """What a training run updates: the model (and its DDP wrapper), optimizer, schedule, EMA, scaler."""
+
+    model: nn.Module
+    train_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    ema: ModelEMA
+    scaler: torch.amp.GradScaler
+    start_iter: int = 0
+
+
+def _build_run(cfg: Config, opts: TrainOptions, info: DistInfo, max_iters: int) -> tuple[Config, _Run]:
+    """Model, optimizer, schedule, EMA and scaler, built identically on every rank from the seed
+    (before a resume loads their states); returns the config with dropout off if asked."""
     from fusionocc_core.model import build_model
 
     if opts.disable_dropout:
@@ -256,98 +259,172 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
     model.to(info.device)
     if info.device.type == "cpu" and opts.channels_last:
         model.set_channels_last_3d(True)  # same maths, 1.25x faster steps on CPU (BENCHMARKS.md)
-    optimizer = build_optimizer(model, tc)
-    scheduler = build_scheduler(optimizer, tc, max_iters)
-    ema = ModelEMA(model, tc.ema_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=opts.amp)
-    start_iter = 0
+    optimizer = build_optimizer(model, cfg.train)
+    run = _Run(model, model, optimizer, build_scheduler(optimizer, cfg.train, max_iters),
+               ModelEMA(model, cfg.train.ema_decay), torch.amp.GradScaler("cuda", enabled=opts.amp))
+    return cfg, run
 
-    latest = work / LATEST
-    if opts.resume:
-        if not latest.is_file():
-            raise TrainError(f"--resume: no checkpoint {latest} to resume from")
-        ckpt = load_train_checkpoint(latest)
-        if ckpt["config"].to_dict()["model"] != cfg.to_dict()["model"]:
-            raise TrainError(f"--resume: {latest} was trained with a different model config")
-        if ckpt.get("max_iters") != max_iters:
-            raise TrainError(f"--resume: {latest} belongs to a run of {ckpt.get('max_iters')} iterations, "
-                             f"not {max_iters} (the schedule would change)")
-        if bool(ckpt.get("dropout_disabled")) != opts.disable_dropout:
-            raise TrainError(f"--resume: {latest} was trained with{'' if ckpt.get('dropout_disabled') else 'out'} "
-                             "--disable-dropout; pass the same options")
-        if ckpt.get("global_batch") != batch * info.world_size:
-            raise TrainError(f"--resume: {latest} used a global batch of {ckpt.get('global_batch')}, "
-                             f"this run has {batch * info.world_size}")
-        model.load_state_dict(ckpt["state_dict"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        ema.load_state_dict(dict(ckpt["ema"], state=ckpt["ema_state_dict"]))
-        if opts.amp and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        start_iter = int(ckpt["iteration"])
-        states = ckpt.get("rng", [])
-        if len(states) == info.world_size:
-            set_rng_state(states[info.rank])
 
-    train_model: nn.Module = model
-    if info.distributed:
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.local_rank] if info.device.type == "cuda" else None,
-            find_unused_parameters=opts.find_unused_parameters)
+def _resume(run: _Run, latest: Path, cfg: Config, opts: TrainOptions, info: DistInfo, max_iters: int,
+            global_batch: int) -> None:
+    """Load every state of `latest` into `run` after checking it belongs to the same run."""
+    if not latest.is_file():
+        raise TrainError(f"--resume: no checkpoint {latest} to resume from")
+    ckpt = load_train_checkpoint(latest)
+    if ckpt["config"].to_dict()["model"] != cfg.to_dict()["model"]:
+        raise TrainError(f"--resume: {latest} was trained with a different model config")
+    if ckpt.get("max_iters") != max_iters:
+        raise TrainError(f"--resume: {latest} belongs to a run of {ckpt.get('max_iters')} iterations, "
+                         f"not {max_iters} (the schedule would change)")
+    if bool(ckpt.get("dropout_disabled")) != opts.disable_dropout:
+        raise TrainError(f"--resume: {latest} was trained with{'' if ckpt.get('dropout_disabled') else 'out'} "
+                         "--disable-dropout; pass the same options")
+    if ckpt.get("global_batch") != global_batch:
+        raise TrainError(f"--resume: {latest} used a global batch of {ckpt.get('global_batch')}, "
+                         f"this run has {global_batch}")
+    run.model.load_state_dict(ckpt["state_dict"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    run.ema.load_state_dict(dict(ckpt["ema"], state=ckpt["ema_state_dict"]))
+    if opts.amp and ckpt.get("scaler"):
+        run.scaler.load_state_dict(ckpt["scaler"])
+    run.start_iter = int(ckpt["iteration"])
+    states = ckpt.get("rng", [])
+    if len(states) == info.world_size:
+        set_rng_state(states[info.rank])
 
-    # -- data
-    dataset = build_dataset(opts.infos, opts.data_root, cfg, train=True)
-    sampler = IterationSampler(len(dataset), batch, max_iters, start_iter, opts.seed, info.rank, info.world_size)
-    loader = build_loader(dataset, cfg, sampler, opts.seed, workers)
-    val_dataset = build_dataset(opts.val_infos, opts.data_root, cfg, train=False) if opts.val_infos else None
-    try:
-        class_weight = resolve_class_weights(
-            tc.class_weights, cfg.model.num_classes,
-            lambda: dataset.label_counts(cfg.data.use_mask, progress=info.is_main and opts.progress is not False))
-    except (DataError, ValueError) as exc:
-        raise TrainError(f"class weights: {exc}") from None
-    if class_weight is not None:
-        if info.is_main:
-            print("loss_occ class weights: " + " ".join(f"{w:.3g}" for w in class_weight.tolist()), flush=True)
-        class_weight = class_weight.to(info.device)
-    val_every = int(opts.val_interval or ckpt_every)
-    val_mask = opts.val_mask or ("camera" if cfg.data.use_mask else "none")
 
-    log = CsvLog(work / "log.csv", start_iter if opts.resume else None) if info.is_main else None
-    val_log = CsvLog(work / "val.csv", start_iter if opts.resume else None) if info.is_main else None
-    global_batch = batch * info.world_size
-    bar = tqdm(total=max_iters, initial=start_iter, desc="train", unit="it", dynamic_ncols=True,
-               disable=(not info.is_main) or (opts.progress is False) or None)
+class _Checkpointer:
+    """Writes iter_N.pth (all states, every rank's RNG), makes latest.pth the same file, keeps the
+    newest `keep_checkpoints`."""
 
-    def save(iteration: int) -> Path | None:
-        states = [None] * info.world_size
+    def __init__(self, work: Path, run: _Run, cfg: Config, opts: TrainOptions, info: DistInfo, max_iters: int,
+                 global_batch: int):
+        self.work, self.run, self.cfg, self.opts, self.info = work, run, cfg, opts, info
+        self.fixed = {"max_iters": max_iters, "global_batch": global_batch, "world_size": info.world_size,
+                      "seed": opts.seed, "dropout_disabled": opts.disable_dropout}
+
+    def save(self, iteration: int) -> Path | None:
+        info, run, opts = self.info, self.run, self.opts
+        states: list[Any] = [None] * info.world_size
         if info.distributed:
             dist.all_gather_object(states, rng_state())
         else:
             states = [rng_state()]
         path = None
         if info.is_main:
-            ema_sd = ema.state_dict()
-            state = {"ema_state_dict": ema_sd.pop("state"), "ema": ema_sd, "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if opts.amp else None,
-                     "iteration": iteration, "max_iters": max_iters, "global_batch": global_batch,
-                     "world_size": info.world_size, "seed": opts.seed, "rng": states,
-                     "dropout_disabled": opts.disable_dropout}
-            path = work / f"iter_{iteration:07d}.pth"
-            save_train_checkpoint(path, model, cfg, **state)
-            link = work / f".{LATEST}.link"  # latest.pth becomes the same file, atomically
+            ema_sd = run.ema.state_dict()
+            state = {"ema_state_dict": ema_sd.pop("state"), "ema": ema_sd, "optimizer": run.optimizer.state_dict(),
+                     "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict() if opts.amp else None,
+                     "iteration": iteration, "rng": states, **self.fixed}
+            path = self.work / f"iter_{iteration:07d}.pth"
+            latest = self.work / LATEST
+            save_train_checkpoint(path, run.model, self.cfg, **state)
+            link = self.work / f".{LATEST}.link"  # latest.pth becomes the same file, atomically
             link.unlink(missing_ok=True)
             try:
                 os.link(path, link)
                 os.replace(link, latest)
             except OSError:  # no hard links on this filesystem: write it a second time
-                save_train_checkpoint(latest, model, cfg, **state)
-            olds = sorted(work.glob("iter_*.pth"))
+                save_train_checkpoint(latest, run.model, self.cfg, **state)
+            olds = sorted(self.work.glob("iter_*.pth"))
             for old in olds[:-opts.keep_checkpoints] if opts.keep_checkpoints > 0 else olds:
                 old.unlink()
         if info.distributed:
             dist.barrier()
         return path
+
+
+def _class_weights(dataset, cfg: Config, opts: TrainOptions, info: DistInfo) -> torch.Tensor | None:
+    """The occupancy loss's class weights on the device (None: unweighted), printed once."""
+    from fusionocc_core.data.io import DataError
+    from fusionocc_core.losses import resolve_class_weights
+
+    try:
+        weight = resolve_class_weights(
+            cfg.train.class_weights, cfg.model.num_classes,
+            lambda: dataset.label_counts(cfg.data.use_mask, progress=info.is_main and opts.progress is not False))
+    except (DataError, ValueError) as exc:
+        raise TrainError(f"class weights: {exc}") from None
+    if weight is None:
+        return None
+    if info.is_main:
+        print("loss_occ class weights: " + " ".join(f"{w:.3g}" for w in weight.tolist()), flush=True)
+    return weight.to(info.device)
+
+
+def _step(run: _Run, inputs: dict[str, Any], cfg: Config, class_weight: torch.Tensor | None, opts: TrainOptions,
+          info: DistInfo, iteration: int) -> dict[str, float]:
+    """One optimisation step (forward, losses, backward, clip, optimizer, schedule, EMA); the losses,
+    their sum ("loss") and the gradient norm as floats. A non-finite loss on any rank stops every rank."""
+    from fusionocc_core.losses import compute_losses
+
+    with torch.autocast(device_type=info.device.type, dtype=torch.float16, enabled=opts.amp):
+        outputs = run.train_model(inputs)
+        losses = compute_losses(outputs, inputs, cfg, class_weight)
+    loss = sum(losses.values())
+    finite = torch.isfinite(loss.detach()).to(torch.float32)
+    if info.distributed:  # every rank stops together
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if not bool(finite):
+        raise TrainError(f"non-finite loss at iteration {iteration}: "
+                         + ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items()))
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.unscale_(run.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.train.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    run.ema.update(run.model)
+    values = {k: float(v.detach()) for k, v in losses.items()}
+    values["loss"] = float(loss.detach())
+    values["grad_norm"] = float(grad_norm)
+    return values
+
+
+def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
+    """Run (or continue) training; returns the summary dict (also printed by main)."""
+    prepare_work_dir(Path(opts.work_dir), opts.resume, opts.overwrite, is_main=int(os.environ.get("RANK", "0")) == 0)
+    info = setup_distributed(opts.device)
+    _configure_torch(opts, info)
+    tc = cfg.train
+    max_iters = int(opts.max_iters if opts.max_iters is not None else tc.max_iters)
+    batch = int(opts.batch_size or tc.batch_size)
+    workers = int(tc.num_workers if opts.num_workers is None else opts.num_workers)
+    ckpt_every = int(opts.checkpoint_interval or tc.checkpoint_interval)
+    log_every = int(opts.log_interval or tc.log_interval)
+    global_batch = batch * info.world_size
+    work = Path(opts.work_dir)
+    if info.is_main:
+        work.mkdir(parents=True, exist_ok=True)
+
+    cfg, run = _build_run(cfg, opts, info, max_iters)
+    latest = work / LATEST
+    if opts.resume:
+        _resume(run, latest, cfg, opts, info, max_iters, global_batch)
+    start_iter = run.start_iter
+    if info.distributed:
+        run.train_model = nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[info.local_rank] if info.device.type == "cuda" else None,
+            find_unused_parameters=opts.find_unused_parameters)
+    checkpoints = _Checkpointer(work, run, cfg, opts, info, max_iters, global_batch)
+
+    # -- data
+    from fusionocc_core.data.io import DataError
+
+    dataset = build_dataset(opts.infos, opts.data_root, cfg, train=True)
+    sampler = IterationSampler(len(dataset), batch, max_iters, start_iter, opts.seed, info.rank, info.world_size)
+    loader = build_loader(dataset, cfg, sampler, opts.seed, workers)
+    val_dataset = build_dataset(opts.val_infos, opts.data_root, cfg, train=False) if opts.val_infos else None
+    class_weight = _class_weights(dataset, cfg, opts, info)
+    val_every = int(opts.val_interval or ckpt_every)
+    val_mask = opts.val_mask or ("camera" if cfg.data.use_mask else "none")
+
+    log = CsvLog(work / "log.csv", start_iter if opts.resume else None) if info.is_main else None
+    val_log = CsvLog(work / "val.csv", start_iter if opts.resume else None) if info.is_main else None
+    bar = tqdm(total=max_iters, initial=start_iter, desc="train", unit="it", dynamic_ncols=True,
+               disable=(not info.is_main) or (opts.progress is False) or None)
 
     # -- loop
     t_start = time.perf_counter()
@@ -357,38 +434,15 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
     last_val: dict[str, Any] | None = None
     val_time = 0.0
     data_iter: Iterator = iter(loader)
-    train_model.train()
-    iteration = start_iter
+    run.train_model.train()
     for iteration in range(start_iter, max_iters):
         try:
             batch_cpu = next(data_iter)
         except DataError as exc:
             raise TrainError(f"iteration {iteration}: {exc}") from None
         seed_everything(seed_from(opts.seed, 3, iteration, info.rank))  # model-side randomness
-        inputs = to_device(batch_cpu, info.device)
-        with torch.autocast(device_type=info.device.type, dtype=torch.float16, enabled=opts.amp):
-            outputs = train_model(inputs)
-            losses = compute_losses(outputs, inputs, cfg, class_weight)
-        loss = sum(losses.values())
-        finite = torch.isfinite(loss.detach()).to(torch.float32)
-        if info.distributed:  # every rank stops together
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        if not bool(finite):
-            raise TrainError(f"non-finite loss at iteration {iteration}: "
-                             + ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items()))
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        ema.update(model)
-
+        values = _step(run, to_device(batch_cpu, info.device), cfg, class_weight, opts, info, iteration)
         done = iteration + 1
-        values = {k: float(v.detach()) for k, v in losses.items()}
-        values["loss"] = float(loss.detach())
-        values["grad_norm"] = float(grad_norm)
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + v
         window_iters += 1
@@ -396,9 +450,10 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
         if done % log_every == 0 or done == max_iters:
             means = reduce_mean({k: v / window_iters for k, v in sums.items()}, info)
             elapsed = time.perf_counter() - t_window
-            if info.is_main:
-                row = {"iteration": done, **{k: means[k] for k in ("loss", *sorted(losses))}, "grad_norm": means["grad_norm"],
-                       "lr": optimizer.param_groups[0]["lr"], "samples_per_s": window_iters * global_batch / elapsed,
+            if log is not None:
+                loss_names = sorted(k for k in values if k not in ("loss", "grad_norm"))
+                row = {"iteration": done, **{k: means[k] for k in ("loss", *loss_names)}, "grad_norm": means["grad_norm"],
+                       "lr": run.optimizer.param_groups[0]["lr"], "samples_per_s": window_iters * global_batch / elapsed,
                        "elapsed_s": time.perf_counter() - t_start,
                        "train_s": time.perf_counter() - t_start - val_time}
                 log.write(row)
@@ -406,12 +461,12 @@ def train(cfg: Config, opts: TrainOptions) -> dict[str, Any]:
             last_losses = means
             sums, window_iters, t_window = {}, 0, time.perf_counter()
         if done % ckpt_every == 0 or done == max_iters:
-            save(done)
+            checkpoints.save(done)
         if val_dataset is not None and (done % val_every == 0 or done == max_iters):
             t_val = time.perf_counter()
             if info.is_main:
-                last_val = validate(model, val_dataset, info.device, val_mask, done, val_log, opts.amp)
-                train_model.train()
+                last_val = validate(run.model, val_dataset, info.device, val_mask, done, val_log, opts.amp)
+                run.train_model.train()
             if info.distributed:
                 dist.barrier()
             val_time += time.perf_counter() - t_val
