@@ -91,7 +91,8 @@ def train_cmd(args, cfg: str, data: Path, infos: Path, work: Path, max_iters: in
     base = ["--config", cfg, "--data-root", str(data), "--infos", str(infos), "--work-dir", str(work),
             "--max-iters", str(max_iters), "--device", args.device, "--log-interval", str(args.log_every),
             "--checkpoint-interval", str(val_every), "--seed", str(args.seed), "--batch-size", str(args.batch_size),
-            "--no-progress"] + (["--num-workers", str(args.num_workers)] if args.num_workers is not None else [])
+            "--no-progress"] + (["--num-workers", str(args.num_workers)] if args.num_workers is not None else []) \
+        + (["--nondeterministic"] if args.nondeterministic else [])
     if val_infos is not None:
         base += ["--val-infos", str(val_infos), "--val-interval", str(val_every)]
     if args.ranks > 1:
@@ -117,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--version", default="v1.0-mini",
                    help="dataset version of the generated world (v1.0-trainval allows more than 10 scenes)")
     p.add_argument("--synth-workers", type=int, default=2, help="fusionocc-synth worker processes")
+    p.add_argument("--nondeterministic", action="store_true",
+                   help="pass --nondeterministic to fusionocc-train (faster on CUDA; resume no longer bit-exact)")
     p.add_argument("--batch-size", type=int, default=1, help="samples per rank and step")
     p.add_argument("--log-every", type=int, default=5, help="iterations per log.csv row")
     p.add_argument("--seed", type=int, default=0, help="training seed")
