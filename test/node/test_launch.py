@@ -1,13 +1,17 @@
 """What `ros2 launch fusionocc_ros occ.launch.py ...` starts, checked through the same function the
 launch file calls (`launch_args.node_launch`; `launch`/`launch_ros` are not installable on our CI,
-so the launch file itself is only read as source to check that it hands everything to that
-function). The rviz config is parsed and checked against the topic table. The node really started
-this way, in a namespace and renamed, is exercised in test_end_to_end.py."""
+so the launch file itself runs against small recording stand-ins of the names it imports from
+them, and must start exactly what that function describes). The rviz config is parsed and checked
+against the topic table. The node really started this way, in a namespace and renamed, is
+exercised in test_end_to_end.py."""
 from __future__ import annotations
 
-import ast
 import importlib.metadata
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
 
 import pytest
 import yaml
@@ -73,19 +77,86 @@ def test_parameter_arguments_override_the_params_file_only_when_given() -> None:
         node_launch({"rviz": "maybe"})
 
 
-def test_launch_file_hands_every_argument_to_node_launch() -> None:
-    """Read as source: it declares LAUNCH_ARGUMENTS and builds its Node from node_launch's answer."""
-    tree = ast.parse(LAUNCH.read_text())
-    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "fusionocc_ros.launch_args"
-                for a in n.names}
-    assert {"LAUNCH_ARGUMENTS", "node_launch"} <= imported
-    nodes = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Node"]
-    ours = [n for n in nodes if any(k.arg == "executable" and isinstance(k.value, ast.Name) and k.value.id == "EXECUTABLE"
-                                    for k in n.keywords)]
-    assert len(ours) == 1
-    passed = {k.arg: ast.unparse(k.value) for k in ours[0].keywords}
-    assert passed["name"] == "node.name" and passed["namespace"] == "node.namespace"
-    assert passed["parameters"] == "[node.params_file, node.overrides]" and passed["remappings"] == "node.remappings"
+class _Action:
+    """Stand-in for a `launch` / `launch_ros` action: records how the launch file built it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = args, kwargs
+
+
+class _LaunchConfiguration:
+    """Stand-in for launch.substitutions.LaunchConfiguration: perform() reads the context's value."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def perform(self, context: SimpleNamespace) -> str:
+        return context.launch_configurations[self.name]
+
+
+def _stand_in_modules() -> dict[str, ModuleType]:
+    """The few names occ.launch.py imports from `launch` and `launch_ros`, as recording stand-ins
+    (neither package installs from PyPI, so the launch file runs against these)."""
+    mods = {name: ModuleType(name) for name in ("launch", "launch.actions", "launch.substitutions",
+                                                "launch_ros", "launch_ros.actions")}
+    mods["launch"].LaunchDescription = type("LaunchDescription", (_Action,), {})
+    mods["launch.actions"].DeclareLaunchArgument = type("DeclareLaunchArgument", (_Action,), {})
+    mods["launch.actions"].OpaqueFunction = type("OpaqueFunction", (_Action,), {})
+    mods["launch.substitutions"].LaunchConfiguration = _LaunchConfiguration
+    mods["launch_ros.actions"].Node = type("Node", (_Action,), {})
+    return mods
+
+
+def _launch(monkeypatch: pytest.MonkeyPatch, given: dict[str, str]) -> tuple[list[_Action], list[_Action]]:
+    """Run occ.launch.py as `ros2 launch` would with `given` arguments: declare its arguments
+    (defaults fill what was not given), then perform its OpaqueFunction. -> (declared, started)."""
+    for name, module in _stand_in_modules().items():
+        monkeypatch.setitem(sys.modules, name, module)
+    spec = importlib.util.spec_from_file_location("occ_launch_under_test", LAUNCH)
+    launch_file = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launch_file)
+    (entities,) = launch_file.generate_launch_description().args
+    declared = [e for e in entities if type(e).__name__ == "DeclareLaunchArgument"]
+    (opaque,) = [e for e in entities if type(e).__name__ == "OpaqueFunction"]
+    assert len(declared) + 1 == len(entities)
+    values = {d.args[0]: d.kwargs["default_value"] for d in declared} | given
+    started = opaque.kwargs["function"](SimpleNamespace(launch_configurations=values))
+    return declared, started
+
+
+def test_launch_file_declares_every_argument_with_its_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    declared, _ = _launch(monkeypatch, {})
+    assert [(d.args[0], d.kwargs["default_value"], d.kwargs["description"]) for d in declared] == \
+        [(a.name, a.default, a.description) for a in LAUNCH_ARGUMENTS]
+
+
+@pytest.mark.parametrize("given", [
+    {},
+    {"namespace": "robot1", "node_name": "occ_front", "use_sim_time": "true", "lidar_topic": "/sensing/lidar/top/points",
+     "checkpoint": "/m.pth", "device": "cuda:1", "precision": "bf16", "model_config": "official"},
+], ids=["defaults", "namespace-remap-overrides"])
+def test_launch_file_starts_the_node_node_launch_describes(monkeypatch: pytest.MonkeyPatch, given: dict) -> None:
+    _, started = _launch(monkeypatch, given)
+    want = node_launch(given)
+    (node,) = started  # rviz is off unless asked for
+    assert node.kwargs == {"package": topics.PACKAGE, "executable": topics.EXECUTABLE, "name": want.name,
+                           "namespace": want.namespace, "output": "screen",
+                           "parameters": [want.params_file, want.overrides], "remappings": want.remappings}
+
+
+def test_launch_file_starts_rviz_on_the_followed_topics(monkeypatch: pytest.MonkeyPatch) -> None:
+    given = {"namespace": "robot1", "node_name": "occ_front", "rviz": "true", "use_sim_time": "true"}
+    _, started = _launch(monkeypatch, given)
+    node, rviz = started
+    assert node.kwargs["name"] == "occ_front" and node.kwargs["namespace"] == "/robot1"
+    assert rviz.kwargs["package"] == "rviz2" and rviz.kwargs["executable"] == "rviz2"
+    assert rviz.kwargs["parameters"] == [{"use_sim_time": True}]
+    flag, path = rviz.kwargs["arguments"]
+    assert flag == "-d"
+    try:
+        assert Path(path).read_text() == rviz_config_for(node_launch(given), resources.rviz_config())
+    finally:
+        Path(path).unlink()
 
 
 def test_the_executable_the_launch_file_starts_is_installed() -> None:
