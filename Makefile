@@ -2,12 +2,15 @@
 .PHONY: setup test test-fast demo clean
 PY := .venv/bin/python
 PYTEST_ARGS ?=
+# `make test` spreads the tests over the cores (pytest-xdist; tests in one xdist_group share a
+# worker); PYTEST_WORKERS=0 runs them all in one process.
+PYTEST_WORKERS ?= auto
 
 setup:
 	bash scripts/setup.sh
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # Everything but the tests marked slow (for a quick local loop; CI runs `make test`).
 test-fast: setup

@@ -42,6 +42,7 @@ class Graph:
         from tf2_msgs.msg import TFMessage
 
         self.log_path = log
+        self.rc: int | None = None
         self._log = open(log, "w")
         launch = node_launch({"params_file": str(REPO / "config" / "occ_node.yaml"), "checkpoint": str(checkpoint),
                               "model_config": "tiny"})
@@ -97,29 +98,34 @@ class Graph:
         return stamp_ns in self.voxel_stamps
 
     def close(self) -> int:
+        """Stop the node with SIGINT (as Ctrl-C in `ros2 run`) -> its exit status. Idempotent."""
         import rclpy
 
+        if self.rc is not None:
+            return self.rc
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         try:
-            rc = self.proc.wait(timeout=30)
+            self.rc = self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            rc = -9
+            self.proc.wait()
+            self.rc = -9
         self.node.destroy_node()
         rclpy.try_shutdown()
         self._log.close()
-        return rc
+        return self.rc
 
 
-@pytest.fixture(scope="module")
-def graph(scene_bag: Path, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Graph]:
-    g = Graph(scene_bag, tiny_checkpoint, tmp_path_factory.mktemp("hostile") / "node.log")
+@pytest.fixture()
+def graph(scene_bag: Path, tiny_checkpoint: Path, tmp_path: Path) -> Iterator[Graph]:
+    """A node of its own for each test (no test depends on what another did to it)."""
+    g = Graph(scene_bag, tiny_checkpoint, tmp_path / "node.log")
     try:
         g.wait_matched()
         yield g
     finally:
-        g.rc = g.close()  # type: ignore[attr-defined]
+        g.close()
 
 
 def _drop_counts(g: Graph) -> dict[str, int]:
@@ -295,9 +301,16 @@ def test_node_survives_hostile_input_and_keeps_publishing(graph: Graph) -> None:
         if drops.get(f"drops.{reason}", 0) > 1:
             assert log.count(f"dropping input ({reason})") == 1, log[-3000:]
     assert "Traceback" not in log, log[-4000:]
+    # 6) and after all that, Ctrl-C still stops it cleanly
+    assert graph.close() == 0, graph.log_path.read_text()[-3000:]
+    assert "Traceback" not in graph.log_path.read_text()
 
 
 def test_node_stops_cleanly_on_sigint(graph: Graph) -> None:
+    """Ctrl-C after the node has published: exit status 0, no traceback."""
+    stamps = _keyframe_stamps(graph)
+    graph.publish_bag(0, stamps[1])  # calibration + the first key-frame
+    assert graph.wait_for_output(stamps[0]), "no output for the first key-frame:\n" + graph.log_path.read_text()[-3000:]
     assert graph.proc.poll() is None
-    graph.proc.send_signal(signal.SIGINT)
-    assert graph.proc.wait(timeout=30) == 0
+    assert graph.close() == 0, graph.log_path.read_text()[-3000:]
+    assert "Traceback" not in graph.log_path.read_text()

@@ -23,7 +23,7 @@ from fusionocc_core.synth import generate
 from fusionocc_core.tools.train_state import load_train_checkpoint
 
 BIN = Path(sys.executable).parent
-THREADS = "2"
+THREADS = os.environ.get("OMP_NUM_THREADS", "2")  # the test process's share of the cores (conftest)
 
 
 def tiny_variant(path: Path, **overrides: dict) -> Path:
@@ -36,17 +36,22 @@ def tiny_variant(path: Path, **overrides: dict) -> Path:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """2 synthetic scenes x 3 key frames; infos for all (train) and for the second scene (val)."""
-    base = tmp_path_factory.mktemp("train")
-    root = generate(base / "root", scenes=2, keyframes=3, seed=5, render_scale=0.1)
-    all_infos = create_infos(root, "v1.0-mini", progress=False)
-    write_infos(all_infos, base / "train.pkl")
-    last = all_infos["metadata"]["scenes"][-1]
-    write_infos(create_infos(root, "v1.0-mini", scenes=[last], progress=False), base / "val.pkl")
-    # fewer LiDAR sweeps keeps the steps short; everything else is the tiny preset
-    cfg = tiny_variant(base / "tiny_test.yaml", data={"num_lidar_sweeps": 2})
-    return {"root": root, "train": base / "train.pkl", "val": base / "val.pkl", "cfg": cfg, "base": base}
+def data(build_once, tmp_path_factory):
+    """2 synthetic scenes x 3 key frames; infos for all (train) and for the second scene (val),
+    built once per test run (read-only); "base" is this module's own scratch folder."""
+
+    def make(shared: Path) -> None:
+        root = generate(shared / "root", scenes=2, keyframes=3, seed=5, render_scale=0.1)
+        all_infos = create_infos(root, "v1.0-mini", progress=False)
+        write_infos(all_infos, shared / "train.pkl")
+        last = all_infos["metadata"]["scenes"][-1]
+        write_infos(create_infos(root, "v1.0-mini", scenes=[last], progress=False), shared / "val.pkl")
+        # fewer LiDAR sweeps keeps the steps short; everything else is the tiny preset
+        tiny_variant(shared / "tiny_test.yaml", data={"num_lidar_sweeps": 2})
+
+    shared = build_once("train_data", make)
+    return {"root": shared / "root", "train": shared / "train.pkl", "val": shared / "val.pkl",
+            "cfg": shared / "tiny_test.yaml", "base": tmp_path_factory.mktemp("train")}
 
 
 def train_cmd(data: dict, work: Path, *extra: str, cfg: Path | None = None) -> list[str]:
@@ -79,30 +84,34 @@ def assert_same_optimizer(a: dict, b: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(data):
-    """A clean 4-iteration run, checkpoints every 2 iterations."""
-    work = data["base"] / "run_a"
-    proc = run(train_cmd(data, work, "--max-iters", "4", "--checkpoint-interval", "2", "--log-interval", "1"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return work, proc
+def uninterrupted(build_once, data):
+    """A clean 2-iteration run, a checkpoint after every iteration (run once per test run; read-only)."""
+
+    def make(shared: Path) -> None:
+        proc = run(train_cmd(data, shared / "run_a", "--max-iters", "2", "--checkpoint-interval", "1", "--log-interval", "1"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (shared / "stdout.txt").write_text(proc.stdout)
+
+    shared = build_once("train_uninterrupted", make)
+    return shared / "run_a", (shared / "stdout.txt").read_text()
 
 
 @pytest.mark.slow
 def test_train_writes_checkpoint_and_csv(uninterrupted):
-    work, proc = uninterrupted
-    assert "trained 4 iterations" in proc.stdout and "samples/s" in proc.stdout
+    work, stdout = uninterrupted
+    assert "trained 2 iterations" in stdout and "samples/s" in stdout
     rows = read_log(work / "log.csv")
-    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]
+    assert [int(r["iteration"]) for r in rows] == [1, 2]
     for r in rows:
         assert float(r["loss"]) > 0 and float(r["samples_per_s"]) > 0
         assert float(r["loss"]) == pytest.approx(float(r["loss_occ"]) + float(r["loss_depth"]) + float(r["loss_seg"]), rel=1e-4)
     lrs = [float(r["lr"]) for r in rows]
-    assert lrs[0] > lrs[-1]  # cosine decay over a 4-iteration schedule
+    assert lrs[0] > lrs[-1]  # cosine decay over a 2-iteration schedule
     ck = load_train_checkpoint(work / "latest.pth")
-    assert ck["iteration"] == 4 and ck["max_iters"] == 4 and ck["config"].name == "tiny"
+    assert ck["iteration"] == 2 and ck["max_iters"] == 2 and ck["config"].name == "tiny"
     assert {"state_dict", "ema_state_dict", "optimizer", "scheduler", "rng"} <= set(ck)
-    assert sorted(p.name for p in work.glob("iter_*.pth")) == ["iter_0000002.pth", "iter_0000004.pth"]
-    first = load_train_checkpoint(work / "iter_0000002.pth")
+    assert sorted(p.name for p in work.glob("iter_*.pth")) == ["iter_0000001.pth", "iter_0000002.pth"]
+    first = load_train_checkpoint(work / "iter_0000001.pth")
     assert any(not torch.equal(first["state_dict"][k], ck["state_dict"][k]) for k in ck["state_dict"])
     # the checkpoint is an ordinary model checkpoint too (weights_only-safe loader of the predictor)
     from fusionocc_core.checkpoint import load_model_weights
@@ -117,27 +126,27 @@ def test_train_writes_checkpoint_and_csv(uninterrupted):
 def test_sigkill_then_resume_is_bit_exact(data, uninterrupted):
     ref_work, _ = uninterrupted
     work = data["base"] / "run_b"
-    cmd = train_cmd(data, work, "--max-iters", "4", "--checkpoint-interval", "2", "--log-interval", "1")
+    cmd = train_cmd(data, work, "--max-iters", "2", "--checkpoint-interval", "1", "--log-interval", "1")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 900
     while not (work / "latest.pth").exists():
         assert proc.poll() is None, proc.stderr.read()[-3000:]
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    os.kill(proc.pid, signal.SIGKILL)  # mid-run: iteration 3 is being computed
+    os.kill(proc.pid, signal.SIGKILL)  # mid-run: iteration 2 is being computed
     assert proc.wait(timeout=60) == -signal.SIGKILL
-    assert load_train_checkpoint(work / "latest.pth")["iteration"] == 2
+    assert load_train_checkpoint(work / "latest.pth")["iteration"] == 1
 
     resumed = run(cmd + ["--resume"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed at 2" in resumed.stdout
+    assert "resumed at 1" in resumed.stdout
     a, b = load_train_checkpoint(ref_work / "latest.pth"), load_train_checkpoint(work / "latest.pth")
-    assert b["iteration"] == 4
+    assert b["iteration"] == 2
     assert_same_tensors(a["state_dict"], b["state_dict"], "weights")
     assert_same_tensors(a["ema_state_dict"], b["ema_state_dict"], "EMA")
     assert_same_optimizer(a["optimizer"], b["optimizer"])
     assert a["scheduler"] == b["scheduler"]
-    assert [int(r["iteration"]) for r in read_log(work / "log.csv")] == [1, 2, 3, 4]
+    assert [int(r["iteration"]) for r in read_log(work / "log.csv")] == [1, 2]
     assert [r["loss"] for r in read_log(work / "log.csv")] == [r["loss"] for r in read_log(ref_work / "log.csv")]
 
 
@@ -151,9 +160,9 @@ def test_failed_save_keeps_the_good_checkpoint(data, uninterrupted):
     ref_work, _ = uninterrupted
     work = data["base"] / "run_full"
     work.mkdir()
-    shutil.copy(ref_work / "iter_0000002.pth", work / "latest.pth")
+    shutil.copy(ref_work / "iter_0000001.pth", work / "latest.pth")
     good = (work / "latest.pth").read_bytes()
-    proc = run(train_cmd(data, work, "--max-iters", "4", "--checkpoint-interval", "1", "--resume"),
+    proc = run(train_cmd(data, work, "--max-iters", "2", "--checkpoint-interval", "1", "--resume"),
                preexec_fn=_limit_file_size)
     assert proc.returncode == 1
     err = proc.stderr.strip().splitlines()
@@ -175,10 +184,11 @@ def test_bad_inputs_are_one_line_errors(data, tmp_path):
                    cfg=tiny_variant(tmp_path / "bad_weights.yaml", train={"class_weights": "focal"})),
          "class weights: train.class_weights must be null, 'enet' or a list"),
     ]
-    for cmd, needle in cases:
-        proc = run(cmd, timeout=300)
-        lines = proc.stderr.strip().splitlines()
-        assert proc.returncode == 1 and len(lines) == 1 and needle in lines[0], proc.stderr[-2000:]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd, _ in cases]
+    for proc, (_, needle) in zip(procs, cases):  # independent runs: started together, checked one by one
+        _, stderr = proc.communicate(timeout=300)
+        lines = stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1 and needle in lines[0], stderr[-2000:]
         assert lines[0].startswith("fusionocc-train: error: ")
 
 
