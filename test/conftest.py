@@ -58,3 +58,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     that under xdist the long ones start early instead of ending the run on one busy worker."""
     has_slow = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in has_slow)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """With FUSIONOCC_TEST_CPU_LOG=<file>: append each test's CPU seconds (setup + call + teardown,
+    this process and the subprocesses it waited for) as `<seconds>\\t<node id>` lines, to find the
+    tests that cost the cores most (BENCHMARKS.md, "Test suite duration")."""
+    log = os.environ.get("FUSIONOCC_TEST_CPU_LOG")
+    if not log:
+        yield
+        return
+    import resource
+
+    def cpu() -> float:
+        return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                      resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+    start = cpu()
+    yield
+    with open(log, "a") as f:
+        f.write(f"{cpu() - start:.2f}\t{item.nodeid}\n")
