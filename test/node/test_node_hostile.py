@@ -138,6 +138,38 @@ def _keyframe_stamps(g: Graph) -> list[int]:
     return sorted(t for topic, t, _ in g.bag if topic == topics.LIDAR)
 
 
+def _cuts(stamps: list[int]) -> list[int]:
+    """Where each key-frame's messages begin: its images (up to 43 ms before its LiDAR stamp, as in
+    nuScenes), its LiDAR and TF, from a quarter second before its LiDAR stamp."""
+    return [t - NS // 4 for t in stamps]
+
+
+def _modified(g: Graph, topic: str, t0: int, t1: int, edit: Any) -> bytes:
+    """The bag's message on `topic` in [t0, t1), deserialized, edited and serialized again."""
+    store = get_store()
+    topic_, t, raw = next(m for m in g.bag if m[0] == topic and t0 <= m[1] < t1)
+    conn_type = "sensor_msgs/msg/CompressedImage" if "image" in topic else "sensor_msgs/msg/PointCloud2"
+    msg = store.deserialize_cdr(raw, conn_type)
+    edit(msg)
+    return bytes(store.serialize_cdr(msg, conn_type))
+
+
+def _next_sweep(g: Graph, t: int) -> bytes:
+    """The key-frame's cloud stamped a quarter second later: as in a live 20 Hz stream, a later
+    sweep moves the synchronizer's clock on, which decides the key-frame (its images precede
+    its LiDAR stamp: no later image of theirs may be needed) and drops that sweep itself."""
+    def restamp(msg: Any) -> None:
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(t + NS // 4, NS)
+    return _modified(g, topics.LIDAR, t, t + 1, restamp)
+
+
+def _first_keyframe(g: Graph, stamps: list[int]) -> None:
+    """Calibration + the first key-frame, decided by a later sweep; waits for its output."""
+    g.publish_bag(0, _cuts(stamps)[1])
+    g.pubs[topics.LIDAR].publish(_next_sweep(g, stamps[0]))
+    assert g.wait_for_output(stamps[0]), "no output for the first good key-frame:\n" + g.log_path.read_text()[-3000:]
+
+
 # --- hostile message strategies ------------------------------------------------------------------
 
 def _stamp(base_s: int) -> st.SearchStrategy:
@@ -210,29 +242,9 @@ def test_node_survives_hostile_input_and_keeps_publishing(graph: Graph) -> None:
     base_s = stamps[0] // NS
     # a key-frame's messages: its images (up to 43 ms before its LiDAR stamp, as in nuScenes), its
     # LiDAR and TF, up to a quarter second before the next key-frame's LiDAR
-    cut = [t - NS // 4 for t in stamps]
-    store = get_store()
-
-    def modified(topic: str, t0: int, t1: int, edit: Any) -> bytes:
-        """The bag's message on `topic` in [t0, t1), deserialized, edited and serialized again."""
-        topic_, t, raw = next(m for m in graph.bag if m[0] == topic and t0 <= m[1] < t1)
-        conn_type = "sensor_msgs/msg/CompressedImage" if "image" in topic else "sensor_msgs/msg/PointCloud2"
-        msg = store.deserialize_cdr(raw, conn_type)
-        edit(msg)
-        return bytes(store.serialize_cdr(msg, conn_type))
-
-    def next_sweep(t: int) -> bytes:
-        """The key-frame's cloud stamped a quarter second later: as in a live 20 Hz stream, a later
-        sweep moves the synchronizer's clock on, which decides the key-frame (its images precede
-        its LiDAR stamp: no later image of theirs may be needed) and drops that sweep itself."""
-        def restamp(msg: Any) -> None:
-            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(t + NS // 4, NS)
-        return modified(topics.LIDAR, t, t + 1, restamp)
-
+    cut = _cuts(stamps)
     # 1) calibration + the first good key-frame
-    graph.publish_bag(0, cut[1])
-    graph.pubs[topics.LIDAR].publish(next_sweep(stamps[0]))
-    assert graph.wait_for_output(stamps[0]), "no output for the first good key-frame:\n" + graph.log_path.read_text()[-3000:]
+    _first_keyframe(graph, stamps)
 
     jpeg = next(raw for topic, _, raw in graph.bag if topic == topics.image_topic("CAM_FRONT"))
     jpeg_bytes = bytes(get_store().deserialize_cdr(jpeg, "sensor_msgs/msg/CompressedImage").data)
@@ -260,7 +272,7 @@ def test_node_survives_hostile_input_and_keeps_publishing(graph: Graph) -> None:
     def truncate(msg: Any) -> None:
         msg.data = msg.data[: len(msg.data) // 2]
 
-    bad_jpeg = modified(BACK_IMAGE, cut[1], stamps[1], truncate)
+    bad_jpeg = _modified(graph, BACK_IMAGE, cut[1], stamps[1], truncate)
     graph.publish_bag(cut[1], cut[2], topics={t for t, *_ in graph.bag} - {BACK_IMAGE, topics.LIDAR})
     graph.pubs[BACK_IMAGE].publish(bad_jpeg)
     graph.publish_bag(cut[1], cut[2], topics={topics.LIDAR})
@@ -278,10 +290,10 @@ def test_node_survives_hostile_input_and_keeps_publishing(graph: Graph) -> None:
         msg.width += 3
         msg.row_step = msg.width * msg.point_step
 
-    nan_cloud = modified(topics.LIDAR, stamps[3], stamps[3] + NS, add_nan_points)
+    nan_cloud = _modified(graph, topics.LIDAR, stamps[3], stamps[3] + NS, add_nan_points)
     graph.publish_bag(cut[3], stamps[3] + NS, topics={t for t, *_ in graph.bag} - {topics.LIDAR})
     graph.pubs[topics.LIDAR].publish(nan_cloud)
-    graph.pubs[topics.LIDAR].publish(next_sweep(stamps[3]))
+    graph.pubs[topics.LIDAR].publish(_next_sweep(graph, stamps[3]))
     assert graph.wait_for_output(stamps[3]), "no output for a good key-frame after hostile input:\n" + graph.log_path.read_text()[-4000:]
     assert stamps[1] not in graph.voxel_stamps and stamps[2] not in graph.voxel_stamps
     graph.spin(1.5)
@@ -308,9 +320,7 @@ def test_node_survives_hostile_input_and_keeps_publishing(graph: Graph) -> None:
 
 def test_node_stops_cleanly_on_sigint(graph: Graph) -> None:
     """Ctrl-C after the node has published: exit status 0, no traceback."""
-    stamps = _keyframe_stamps(graph)
-    graph.publish_bag(0, stamps[1])  # calibration + the first key-frame
-    assert graph.wait_for_output(stamps[0]), "no output for the first key-frame:\n" + graph.log_path.read_text()[-3000:]
+    _first_keyframe(graph, _keyframe_stamps(graph))
     assert graph.proc.poll() is None
     assert graph.close() == 0, graph.log_path.read_text()[-3000:]
     assert "Traceback" not in graph.log_path.read_text()
