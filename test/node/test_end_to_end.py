@@ -50,7 +50,9 @@ def test_live_node_publishes_every_key_frame_like_replay(scene_bag: Path, tiny_c
     assert all(list(m.class_names) == list(CLASS_NAMES) and len(m.confidence) == 200 * 200 * 16 for m in grids)
 
     marker_arrays = [m for _, m in messages(live, "/output/markers")]
-    assert len(marker_arrays) == len(lidar_stamps)
+    # a frame whose voxels arrived but whose markers did not was published and lost on the way:
+    # say which, with what the recorder counted (outputs are reliable keep_last(1))
+    assert sorted(stamp(a.markers[0]) for a in marker_arrays) == lidar_stamps, result.recorder_log[-1000:]
     for arr, t in zip(sorted(marker_arrays, key=lambda a: stamp(a.markers[0])), lidar_stamps):
         cubes = [mk for mk in arr.markers if mk.type == 6]  # CUBE_LIST
         assert {stamp(mk) for mk in arr.markers} == {t}
