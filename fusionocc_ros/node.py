@@ -119,7 +119,9 @@ class OccupancyNode(Node):
                                             durability=DurabilityPolicy.TRANSIENT_LOCAL))
 
         # --- outputs
-        out_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        # reliable, a few messages deep: with depth 1 a recorder that is slow to acknowledge one
+        # multi-MB result lost it when the next was published (seen in the end-to-end test under load)
+        out_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         from fusionocc_msgs.msg import SemanticVoxelGrid
 
         self.publishers_by_output = {
