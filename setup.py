@@ -52,7 +52,7 @@ def read_pins(section: str) -> list[str]:
 
 CONSOLE_SCRIPTS = [
     # offline tools (no ROS needed)
-    "fusionocc-synth = fusionocc_core.synth.cli:main",
+    "fusionocc-synth = fusionocc_synth.cli:main",
     "fusionocc-prepare = fusionocc_core.data.prepare:main",
     "fusionocc-train = fusionocc_core.tools.train:main",
     "fusionocc-eval = fusionocc_core.tools.evaluate:main",
@@ -72,7 +72,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     description=__doc__.splitlines()[0],
-    packages=find_packages(include=["fusionocc_core*", "fusionocc_ros*", "rosbag_tools*"]),
+    packages=find_packages(include=["fusionocc_core*", "fusionocc_synth*", "fusionocc_ros*", "rosbag_tools*"]),
     package_data={"fusionocc_core": ["presets/*.yaml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.data_root:
             root = Path(args.data_root)
         else:
-            from fusionocc_core.synth import generate
+            from fusionocc_synth import generate
 
             print(f"generating {args.scenes} scene(s) x {args.keyframes} key-frames (sweeps={args.sweeps}) ...",
                   file=sys.stderr)

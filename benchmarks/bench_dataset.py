@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = None
     root = args.root
     if root is None:
-        from fusionocc_core.synth import generate
+        from fusionocc_synth import generate
 
         tmp = tempfile.TemporaryDirectory(prefix="bench_dataset_")
         root = generate(Path(tmp.name) / "root", scenes=1, keyframes=args.keyframes, seed=0)

@@ -41,7 +41,7 @@ def main() -> int:
     from fusionocc_core import build_model, load_config
     from fusionocc_core.checkpoint import save_checkpoint
     from fusionocc_core.predictor import Predictor
-    from fusionocc_core.synth import generate
+    from fusionocc_synth import generate
     from fusionocc_ros.live_run import run_live
     from fusionocc_ros.params import load_params_file, pipeline_settings
     from fusionocc_ros import topics

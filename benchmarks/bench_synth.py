@@ -18,11 +18,11 @@ import numpy as np
 
 def _stage_costs(repeats: int = 3) -> dict[str, float]:
     """Median seconds of one camera render (+JPEG), one LiDAR sweep and one Occ3D key frame."""
-    from fusionocc_core.synth import occ3d
-    from fusionocc_core.synth.camera import CameraRenderer, encode_jpeg
-    from fusionocc_core.synth.lidar import LidarSimulator
-    from fusionocc_core.synth.rig import CAMERA_CALIBRATIONS
-    from fusionocc_core.synth.world import build_world
+    from fusionocc_synth import occ3d
+    from fusionocc_synth.camera import CameraRenderer, encode_jpeg
+    from fusionocc_synth.lidar import LidarSimulator
+    from fusionocc_synth.rig import CAMERA_CALIBRATIONS
+    from fusionocc_synth.world import build_world
 
     world = build_world(0, 0, 9.6)
     cams = [CameraRenderer(c, 0.5) for c in CAMERA_CALIBRATIONS.values()]
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="worker processes of the measured run (default 2)")
     p.add_argument("--skip-serial", action="store_true", help="skip the 1-worker baseline run")
     args = p.parse_args(argv)
-    from fusionocc_core.synth import generate
+    from fusionocc_synth import generate
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_synth_"))
     rows = []

@@ -29,7 +29,7 @@ from fusionocc_core.metrics import ConfusionAccumulator, select_mask
 from fusionocc_core.tools.score import load_ground_truth, score_dirs
 
 BIN = Path(sys.executable).parent
-MODULES = {"fusionocc-synth": "fusionocc_core.synth.cli", "fusionocc-prepare": "fusionocc_core.data.prepare",
+MODULES = {"fusionocc-synth": "fusionocc_synth.cli", "fusionocc-prepare": "fusionocc_core.data.prepare",
            "fusionocc-train": "fusionocc_core.tools.train", "fusionocc-eval": "fusionocc_core.tools.evaluate",
            "fusionocc-score": "fusionocc_core.tools.score"}
 

@@ -11,8 +11,8 @@ from rosbag_tools import convert
 
 
 def generate(out_dir: Path, scenes: int, keyframes: int, sweeps: bool = False, seed: int = 0) -> Path:
-    """A synthetic nuScenes-format root (fusionocc_core.synth) with Occ3D gts."""
-    from fusionocc_core.synth import generate as synth_generate
+    """A synthetic nuScenes-format root (fusionocc_synth) with Occ3D gts."""
+    from fusionocc_synth import generate as synth_generate
 
     return Path(synth_generate(out_dir, scenes=scenes, keyframes=keyframes, seed=seed, sweeps=sweeps, version=VERSION))
 

@@ -200,7 +200,7 @@ def train_data(tmp_path_factory) -> dict:
         root, infos = Path(given) / "root", Path(given) / "train.pkl"
     else:
         from fusionocc_core.data.prepare import create_infos, write_infos
-        from fusionocc_core.synth import generate
+        from fusionocc_synth import generate
 
         root = generate(base / "root", scenes=1, keyframes=3, seed=5, render_scale=0.1)
         infos = base / "train.pkl"

@@ -1,7 +1,7 @@
 """A minimal nuScenes + lidarseg + Occ3D root with *known* content, for the data-layer tests.
 
 Small and exact on purpose (a few hundred points, planted where a test wants them); the full
-synthetic world (`fusionocc_core.synth`) is exercised by the integration tests.
+synthetic world (`fusionocc_synth`) is exercised by the integration tests.
 """
 from __future__ import annotations
 

@@ -18,8 +18,8 @@ from nuscenes.utils.data_classes import LidarPointCloud  # noqa: E402
 from nuscenes.utils.splits import create_splits_scenes  # noqa: E402
 
 from fusionocc_core.classes import CAMERA_NAMES, GRID_SHAPE  # noqa: E402
-from fusionocc_core.synth import generate  # noqa: E402
-from fusionocc_core.synth.cli import main  # noqa: E402
+from fusionocc_synth import generate  # noqa: E402
+from fusionocc_synth.cli import main  # noqa: E402
 
 KEYFRAMES = 3
 
@@ -131,7 +131,7 @@ def test_cli_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "error" in err
     assert not (tmp_path / "new").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["full"]
-    proc = subprocess.run([sys.executable, "-m", "fusionocc_core.synth.cli", "--help"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "fusionocc_synth.cli", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "--sweeps" in proc.stdout
 
 

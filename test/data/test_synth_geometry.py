@@ -15,10 +15,10 @@ from nuscenes.utils.geometry_utils import points_in_box, transform_matrix
 from pyquaternion import Quaternion
 
 from fusionocc_core.classes import CAMERA_NAMES, FREE_LABEL, GRID_LOWER, GRID_SHAPE, VOXEL_SIZE
-from fusionocc_core.synth import generate, scene_world
-from fusionocc_core.synth.camera import CameraRenderer
-from fusionocc_core.synth.categories import LIDARSEG_INDEX, LIDARSEG_TO_OCC
-from fusionocc_core.synth.rig import CAMERA_CALIBRATIONS, CAMERA_TRIGGER_OFFSET_US
+from fusionocc_synth import generate, scene_world
+from fusionocc_synth.camera import CameraRenderer
+from fusionocc_synth.categories import LIDARSEG_INDEX, LIDARSEG_TO_OCC
+from fusionocc_synth.rig import CAMERA_CALIBRATIONS, CAMERA_TRIGGER_OFFSET_US
 
 SEED, KEYFRAMES = 11, 2
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import torch
 
 from fusionocc_core.data import prepare
 from fusionocc_core.data.dataset import OccDataset, collate
-from fusionocc_core.synth import generate
+from fusionocc_synth import generate
 
 
 @pytest.fixture(scope="module")

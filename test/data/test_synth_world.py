@@ -7,10 +7,10 @@ import pytest
 from nuscenes.utils.splits import create_splits_scenes
 
 from fusionocc_core.classes import FREE_LABEL, GRID_SHAPE
-from fusionocc_core.synth import occ3d, raycast
-from fusionocc_core.synth.categories import LIDARSEG_INDEX, LIDARSEG_TO_OCC
-from fusionocc_core.synth.tables import scene_names
-from fusionocc_core.synth.world import BOX, CYLINDER, build_world
+from fusionocc_synth import occ3d, raycast
+from fusionocc_synth.categories import LIDARSEG_INDEX, LIDARSEG_TO_OCC
+from fusionocc_synth.tables import scene_names
+from fusionocc_synth.world import BOX, CYLINDER, build_world
 
 
 def _solids(kind: int, centre: tuple, half: tuple, yaw: float = 0.0, cls: str = "vehicle.car") -> raycast.FrameSolids:

@@ -14,7 +14,7 @@ def scene_bag(build_once) -> Path:
     """One synthetic scene of 4 key-frames converted with fusionocc-convert (MCAP)."""
 
     def make(root: Path) -> None:
-        from fusionocc_core.synth import generate
+        from fusionocc_synth import generate
         from rosbag_tools import convert
 
         data = generate(root / "data", scenes=1, keyframes=4, seed=11, version=VERSION)

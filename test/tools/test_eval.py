@@ -18,7 +18,7 @@ from fusionocc_core.config import PRESET_DIR, load_config
 from fusionocc_core.data.dataset import OccDataset, collate
 from fusionocc_core.data.prepare import create_infos, write_infos
 from fusionocc_core.model import build_model
-from fusionocc_core.synth import generate
+from fusionocc_synth import generate
 from fusionocc_core.tools import score
 from fusionocc_core.tools.evaluate import evaluate_dataset
 

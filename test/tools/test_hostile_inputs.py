@@ -57,7 +57,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    from fusionocc_core.synth import generate
+    from fusionocc_synth import generate
     from rosbag_tools import convert
 
     base = tmp_path_factory.mktemp("hostile_world")

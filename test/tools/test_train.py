@@ -19,7 +19,7 @@ import yaml
 
 from fusionocc_core.config import PRESET_DIR
 from fusionocc_core.data.prepare import create_infos, write_infos
-from fusionocc_core.synth import generate
+from fusionocc_synth import generate
 from fusionocc_core.tools.train_state import load_train_checkpoint
 
 BIN = Path(sys.executable).parent

@@ -12,8 +12,8 @@ from typing import Callable
 
 import numpy as np
 
-from fusionocc_core.synth.geometry import rigid_inverse
-from fusionocc_core.synth.world import BOX, Solids, World
+from fusionocc_synth.geometry import rigid_inverse
+from fusionocc_synth.world import BOX, Solids, World
 
 
 @dataclass

@@ -1,12 +1,12 @@
-"""fusionocc_core.synth: a synthetic street world written in the exact nuScenes + Occ3D on-disk
+"""fusionocc_synth: a synthetic street world written in the exact nuScenes + Occ3D on-disk
 format (tables, JPEGs, LIDAR_TOP .pcd.bin, lidarseg, maps, gts/), for tests, demos and CI.
 
 `generate(out_dir, scenes, keyframes, seed, sweeps, version)` is the API; `fusionocc-synth` the CLI.
 """
 from __future__ import annotations
 
-from fusionocc_core.synth.generate import SceneSpec, generate
-from fusionocc_core.synth.world import World, build_world
+from fusionocc_synth.generate import SceneSpec, generate
+from fusionocc_synth.world import World, build_world
 
 __all__ = ["generate", "build_world", "World", "SceneSpec", "scene_world"]
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from fusionocc_core.classes import FREE_LABEL, GRID_LOWER, GRID_SHAPE, GRID_UPPER, VOXEL_SIZE
-from fusionocc_core.synth import raycast
-from fusionocc_core.synth.geometry import rigid_inverse, transform_points
-from fusionocc_core.synth.categories import LIDARSEG_TO_OCC
-from fusionocc_core.synth.world import BOX, World
+from fusionocc_synth import raycast
+from fusionocc_synth.geometry import rigid_inverse, transform_points
+from fusionocc_synth.categories import LIDARSEG_TO_OCC
+from fusionocc_synth.world import BOX, World
 
 GROUND_SLAB = (-0.2, 0.0)  # the ground solid's z extent in the world
 _SUB = (np.arange(4) + 0.5) / 4 - 0.5  # sub-sample offsets in voxel units

@@ -34,7 +34,7 @@ def _parser() -> ToolParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; exit codes as every fusionocc-* tool (fusionocc_core.cli)."""
     args = _parser().parse_args(argv)
-    from fusionocc_core.synth import generate
+    from fusionocc_synth import generate
 
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers}: must be >= 1")

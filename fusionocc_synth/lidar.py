@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fusionocc_core.synth import raycast
-from fusionocc_core.synth.rig import (LIDAR_AZIMUTH_STEPS, LIDAR_CALIBRATION, LIDAR_ELEVATIONS_DEG,
+from fusionocc_synth import raycast
+from fusionocc_synth.rig import (LIDAR_AZIMUTH_STEPS, LIDAR_CALIBRATION, LIDAR_ELEVATIONS_DEG,
                                       LIDAR_MAX_RANGE)
-from fusionocc_core.synth.geometry import transform_points
-from fusionocc_core.synth.world import REFLECTIVITY, World
+from fusionocc_synth.geometry import transform_points
+from fusionocc_synth.world import REFLECTIVITY, World
 
 _REFLECT = np.array([REFLECTIVITY.get(c, 0.2) for c in range(32)], np.float32)
 

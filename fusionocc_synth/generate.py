@@ -16,15 +16,15 @@ import numpy as np
 from tqdm import tqdm
 
 from fusionocc_core.classes import LIDAR_NAME
-from fusionocc_core.synth import occ3d, tables
-from fusionocc_core.synth.camera import CameraRenderer, encode_jpeg
-from fusionocc_core.synth.categories import LIDARSEG_INDEX, LIDARSEG_NAMES
-from fusionocc_core.synth.geometry import rigid_inverse, yaw_to_quat
-from fusionocc_core.synth.lidar import LidarSimulator
-from fusionocc_core.synth.rig import (CAMERA_CALIBRATIONS, CAMERA_FRAMES_PER_KEYFRAME, CAMERA_TRIGGER_OFFSET_US,
+from fusionocc_synth import occ3d, tables
+from fusionocc_synth.camera import CameraRenderer, encode_jpeg
+from fusionocc_synth.categories import LIDARSEG_INDEX, LIDARSEG_NAMES
+from fusionocc_synth.geometry import rigid_inverse, yaw_to_quat
+from fusionocc_synth.lidar import LidarSimulator
+from fusionocc_synth.rig import (CAMERA_CALIBRATIONS, CAMERA_FRAMES_PER_KEYFRAME, CAMERA_TRIGGER_OFFSET_US,
                                       IMAGE_HEIGHT, IMAGE_WIDTH, KEYFRAME_PERIOD_US, LIDAR_CALIBRATION,
                                       LIDAR_PERIOD_US)
-from fusionocc_core.synth.world import RASTER_RES, World, build_world
+from fusionocc_synth.world import RASTER_RES, World, build_world
 
 SWEEPS_PER_KEYFRAME = KEYFRAME_PERIOD_US // LIDAR_PERIOD_US  # 10
 ANNOTATION_RANGE = 60.0  # m: things farther than this from the ego are not annotated

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from fusionocc_core.synth import raycast
-from fusionocc_core.synth.categories import LIDARSEG_INDEX as L
-from fusionocc_core.synth.rig import IMAGE_HEIGHT, IMAGE_WIDTH, SensorCalibration
-from fusionocc_core.synth.world import APPEARANCE, RASTER_RES, World
+from fusionocc_synth import raycast
+from fusionocc_synth.categories import LIDARSEG_INDEX as L
+from fusionocc_synth.rig import IMAGE_HEIGHT, IMAGE_WIDTH, SensorCalibration
+from fusionocc_synth.world import APPEARANCE, RASTER_RES, World
 
 _ALBEDO = np.array([APPEARANCE.get(c, (0.5, 0.5, 0.5)) for c in range(32)], np.float32)
 _VEHICLES = frozenset(L[n] for n in ("vehicle.car", "vehicle.truck", "vehicle.bus.rigid",

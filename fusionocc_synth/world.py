@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fusionocc_core.synth.categories import LIDARSEG_INDEX as L
+from fusionocc_synth.categories import LIDARSEG_INDEX as L
 
 BOX, CYLINDER = 0, 1
 RASTER_RES = 0.1  # m per ground raster cell (also the nuScenes map png resolution)

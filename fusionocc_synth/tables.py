@@ -9,8 +9,8 @@ from pathlib import Path
 
 from nuscenes.utils import splits
 
-from fusionocc_core.synth.categories import ATTRIBUTES, LIDARSEG_CATEGORIES, VISIBILITIES
-from fusionocc_core.synth.rig import CAMERA_CALIBRATIONS, LIDAR_CALIBRATION
+from fusionocc_synth.categories import ATTRIBUTES, LIDARSEG_CATEGORIES, VISIBILITIES
+from fusionocc_synth.rig import CAMERA_CALIBRATIONS, LIDAR_CALIBRATION
 
 TABLE_NAMES = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor",
                "ego_pose", "log", "scene", "sample", "sample_data", "sample_annotation", "map",
