@@ -30,9 +30,11 @@ def test_live_node_publishes_every_key_frame_like_replay(scene_bag: Path, tiny_c
     assert sorted(expected) == lidar_stamps
 
     live = tmp_path / "live"
-    # 12.5 s of wall time between key-frames: a tiny-preset inference on 2 cores fits in it
+    # 16.7 s of wall time between key-frames: a tiny-preset inference on 2 busy cores fits in it (the
+    # worker's latest-wins policy drops a set decided while an older one still waits; at 0.04x, 12.5 s,
+    # that happened once with the machine loaded far beyond `make test`)
     result = run_live(scene_bag, live, tiny_checkpoint, REPO / "config" / "occ_node.yaml",
-                      expected_frames=len(lidar_stamps), overrides={"model.config": "tiny"}, rate=0.04,
+                      expected_frames=len(lidar_stamps), overrides={"model.config": "tiny"}, rate=0.03,
                       timeout_s=400, log_dir=tmp_path, launch_args={"namespace": NAMESPACE, "node_name": NODE})
     assert result.node_returncode == 0, result.node_log[-2000:]
     assert "Traceback" not in result.node_log, result.node_log[-3000:]
@@ -51,7 +53,7 @@ def test_live_node_publishes_every_key_frame_like_replay(scene_bag: Path, tiny_c
 
     marker_arrays = [m for _, m in messages(live, "/output/markers")]
     # a frame whose voxels arrived but whose markers did not was published and lost on the way:
-    # say which, with what the recorder counted (outputs are reliable keep_last(1))
+    # say which, with what the recorder counted (outputs are reliable keep_last(5))
     assert sorted(stamp(a.markers[0]) for a in marker_arrays) == lidar_stamps, result.recorder_log[-1000:]
     for arr, t in zip(sorted(marker_arrays, key=lambda a: stamp(a.markers[0])), lidar_stamps):
         cubes = [mk for mk in arr.markers if mk.type == 6]  # CUBE_LIST
