@@ -8,6 +8,8 @@
 # (copied to OUT_DIR; commit it from there). The old tree's predict() total includes its stage
 # timers' device syncs: compare it with the new "total_with_stage_timers" as well as "total".
 #   benchmarks/gpu_checks.sh OUT_DIR [BAG_DIR] [OLD_TREE]
+# The lent machine lacks rosbags (node pipeline, CUDA tests): carry its wheels and install them with
+# `python3 -m pip install --no-index --no-deps .whl/*.whl` first (plain `pip` there is another Python).
 # Every step has its own time limit and writes its log/JSON under OUT_DIR/logs as it finishes; at
 # the end OUT_DIR holds gpu_latest.json, summary.txt and logs.tgz (the lent machine returns few files).
 set -u
