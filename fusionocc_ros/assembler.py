@@ -82,14 +82,20 @@ def decode_lidar(payload: Any) -> LidarSweep:
     return LidarSweep(header_stamp_ns(payload), frame, pointcloud2_to_xyzir(payload))
 
 
+def camera_header(payload: Any) -> tuple[int, str]:
+    """(stamp ns, optical frame) of an Image/CompressedImage message; ConversionError on bad input."""
+    frame = str(getattr(getattr(payload, "header", None), "frame_id", "")).lstrip("/")
+    if not frame:
+        raise ConversionError("image header.frame_id is empty")
+    return header_stamp_ns(payload), frame
+
+
 def decode_camera(payload: Any) -> CameraImage:
     """Image/CompressedImage message (or CameraImage) -> CameraImage; ConversionError on bad input."""
     if isinstance(payload, CameraImage):
         return payload
-    frame = str(getattr(getattr(payload, "header", None), "frame_id", "")).lstrip("/")
-    if not frame:
-        raise ConversionError("image header.frame_id is empty")
-    return CameraImage(header_stamp_ns(payload), frame, image_msg_to_rgb(payload))
+    stamp, frame = camera_header(payload)
+    return CameraImage(stamp, frame, image_msg_to_rgb(payload))
 
 
 class _Lru:
@@ -276,18 +282,15 @@ class FrameAssembler:
 
     def _prefetch_on_gpu(self, todo: list[tuple[tuple[str, int], Any]]) -> bool:
         """Decode the payloads in one batch on the GPU into the image cache; False (nothing cached)
-        when the batch decoder declines the set or a header has no frame_id."""
-        frames = [str(getattr(getattr(p, "header", None), "frame_id", "")).lstrip("/") for _, p in todo]
-        if not all(frames):
-            return False
+        when the batch decoder declines the set or a header is bad."""
         try:
-            stamps = [header_stamp_ns(p) for _, p in todo]
+            headers = [camera_header(p) for _, p in todo]
         except ConversionError:
-            return False
+            return False  # the CPU path raises it for the set
         images = self._decode_jpegs([p for _, p in todo])
         if images is None:
             return False
-        for (key, payload), frame, stamp, image in zip(todo, frames, stamps, images):
+        for (key, payload), (stamp, frame), image in zip(todo, headers, images):
             self._image_cache.put(key, payload, CameraImage(stamp, frame, image))
         return True
 

@@ -268,7 +268,7 @@ def _padded_keys(x: SparseTensor, low: Triple, high: Triple) -> tuple[torch.Tens
         shape = tuple(n + lo + hi for n, lo, hi in zip(x.spatial_shape, low, high))
         _, order = x.sorted_keys()
         idx = x.indices.index_select(0, order)  # (M, 4) in key order
-        keys = ((idx[:, 0] * shape[0] + idx[:, 1] + low[0]) * shape[1] + idx[:, 2] + low[1]) * shape[2] + idx[:, 3] + low[2]
+        keys = linear_keys(idx + _device_longs((0, *low), idx.device), shape)  # type: ignore[arg-type]
         x.cache[key] = (keys, order, shape)
     return x.cache[key]
 
@@ -344,8 +344,7 @@ def build_strided_table(x: SparseTensor, kernel_size: Triple, stride: Triple, pa
     high: Triple = tuple(max(0, (o - 1) * st - p + (k - 1) * d - (n - 1))  # type: ignore[assignment]
                          for o, st, p, k, d, n in zip(out_shape, stride, padding, kernel_size, dilation, x.spatial_shape))
     keys, order, shape = _padded_keys(x, padding, high)
-    b, o = out_indices[:, 0], out_indices[:, 1:]
-    base = ((b * shape[0] + o[:, 0] * stride[0]) * shape[1] + o[:, 1] * stride[1]) * shape[2] + o[:, 2] * stride[2]
+    base = linear_keys(out_indices * _device_longs((1, *stride), out_indices.device), shape)  # type: ignore[arg-type]
     taps = _offset_keys(kernel_size, dilation, shape, keys.device, centred=False)  # (K,)
     result = (NeighbourTable(_find(keys, order, base.unsqueeze(1) + taps), x.indices.shape[0]), out_indices, out_shape)
     x.cache[key] = result
