@@ -76,6 +76,12 @@ class NodeLaunch:
             args += ["-r", f"{src}:={dst}"]
         return args
 
+    def input_topics(self, image_kind: str = "compressed") -> list[str]:
+        """The topics this node subscribes (after remapping), /tf and /tf_static included; images as
+        image_transport resolves `image_kind` (compressed: `<base>/compressed`)."""
+        suffix = topics.IMAGE_KINDS[image_kind][1]
+        return [dst + suffix if src.endswith("/image") else dst for src, dst in self.remappings] + [topics.TF, topics.TF_STATIC]
+
     def output_topics(self) -> dict[str, tuple[str, str]]:
         """Output name -> (resolved topic, type) of the node this launches."""
         return topics.output_topics(self.namespace, self.name)

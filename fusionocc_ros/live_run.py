@@ -84,9 +84,13 @@ def run_live(bag: Path, out_bag: Path, checkpoint: Path, params_file: Path, expe
                 if recorder.poll() is not None or node.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the node or the recorder did not come up: see " + str(log_dir))
                 time.sleep(0.2)
+            # only what the node reads (not e.g. the ground truth): the player waits until each has a
+            # subscriber, then 1 s more for the subscribers' side of the matching (a reader that has not
+            # matched the writer yet loses the first message)
             subprocess.run([_tool("fusionocc-play"), str(bag), "--rate", str(rate), "--wait-for-subscribers", "60",
-                            "--quiet", *(["--clock"] if sim_time else [])], check=True, env=env,
-                           stdout=subprocess.DEVNULL, timeout=timeout_s)
+                            "--start-delay", "1", "--topics", *launch.input_topics(), "--quiet",
+                            *(["--clock"] if sim_time else [])], check=True, env=env, stdout=subprocess.DEVNULL,
+                           timeout=timeout_s)
             try:
                 # the recorder exits once --count frames are in; else give the node settle_s more
                 recorder.wait(timeout=settle_s if settle_s is not None else max(timeout_s / 2, 30))

@@ -7,8 +7,8 @@ image_transport subscribers do) and `~/input/<cam>/camera_info` for the six came
 `/tf_static`. Outputs (reliable):
 `~/output/markers` (MarkerArray), `~/output/voxels` (fusionocc_msgs/SemanticVoxelGrid),
 `~/output/cloud` (PointCloud2 x y z rgb label), `/diagnostics`. Callbacks only buffer messages;
-a worker thread infers on the newest synchronized set (latest wins, never queues behind a slow
-model). Every parameter comes from the YAML file (config/occ_node.yaml); none has a code default.
+a worker thread infers on the synchronized sets in order, at most `inference.queue_size` waiting
+(1 = the newest wins: a live node never queues behind a slow model). Every parameter comes from the YAML file (config/occ_node.yaml); none has a code default.
 Any problem with the parameters, the model config or the checkpoint stops the node with one line,
 `<node>: cannot start: <reason>`, and exit status 1.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections import deque
 from pathlib import Path
 import time
 from dataclasses import replace
@@ -137,9 +138,10 @@ class OccupancyNode(Node):
         self.create_timer(self.params["diagnostics.period_s"], self._publish_diagnostics)
         self._marker_limit = RateLimiter(self.params["outputs.marker_max_rate_hz"])
 
-        # --- worker: latest wins
+        # --- worker: a bounded queue of sets, the oldest superseded when full (size 1 = latest wins)
         self._cv = threading.Condition()
-        self._latest: SyncedSet | None = None
+        self._queue: deque[SyncedSet] = deque()
+        self._queue_size = self.params["inference.queue_size"]
         self._superseded = 0
         self._stopping = False
         self._worker = threading.Thread(target=self._work, name="fusionocc_inference", daemon=True)
@@ -177,10 +179,10 @@ class OccupancyNode(Node):
                     self.get_logger().info(f"waiting for {', '.join(waiting)}")
             return
         with self._cv:
-            if self._latest is not None:
+            self._queue.extend(sets)
+            while len(self._queue) > self._queue_size:
+                self._queue.popleft()
                 self._superseded += 1
-            self._superseded += len(sets) - 1
-            self._latest = sets[-1]
             self._cv.notify()
 
     def _on_time_jump(self, jump: TimeJump) -> None:
@@ -194,11 +196,11 @@ class OccupancyNode(Node):
     def _work(self) -> None:
         while True:
             with self._cv:
-                while self._latest is None and not self._stopping:
+                while not self._queue and not self._stopping:
                     self._cv.wait()
                 if self._stopping:
                     return
-                synced, self._latest = self._latest, None
+                synced = self._queue.popleft()
             try:
                 result = self.pipeline.infer(synced)
             except Exception as exc:  # never let the worker die; the reason is logged and counted

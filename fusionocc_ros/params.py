@@ -43,6 +43,9 @@ PARAMETERS: dict[str, tuple[str, str]] = {
     "outputs.marker_lifetime_s": ("double", "Marker lifetime (0 = forever)"),
     "outputs.marker_alpha": ("double", "Marker colour alpha in [0, 1]"),
     "outputs.confidence": ("bool", "fill SemanticVoxelGrid.confidence"),
+    "inference.queue_size": ("integer", "synchronized sets waiting for the model: 1 = the newest wins (live: "
+                                        "never falls behind); N > 1 keeps up to N in order, the oldest dropped as "
+                                        "superseded when full (e.g. every key-frame of a bag played faster than the model)"),
     "diagnostics.period_s": ("double", "period of /diagnostics"),
     "diagnostics.max_latency_s": ("double", "/diagnostics warns when the end-to-end p95 latency exceeds this (0 = never)"),
 }
@@ -77,6 +80,7 @@ def validate(values: dict[str, Any]) -> str | None:
         "outputs.marker_max_rate_hz": lambda v: 0.0 <= v <= 1000.0,
         "outputs.marker_lifetime_s": lambda v: 0.0 <= v <= 3600.0,
         "outputs.marker_alpha": lambda v: 0.0 <= v <= 1.0,
+        "inference.queue_size": lambda v: 1 <= v <= 100,
         "diagnostics.period_s": lambda v: 0.05 <= v <= 60.0,
         "diagnostics.max_latency_s": lambda v: 0.0 <= v <= 600.0,
     }

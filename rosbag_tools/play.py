@@ -43,6 +43,16 @@ def message_class(msgtype: str) -> Any:
 
 
 
+def selected_connections(reader: Any, topics: Sequence[str] | None) -> list[Any]:
+    """The bag's connections on `topics` (every one when None); PlayError names a topic not in the bag."""
+    if topics is None:
+        return list(reader.connections)
+    missing = sorted(set(topics) - {c.topic for c in reader.connections})
+    if missing:
+        raise PlayError(f"topic(s) not in the bag: {', '.join(missing)}")
+    return [c for c in reader.connections if c.topic in set(topics)]
+
+
 def _time_msg(stamp_ns: int) -> Any:
     from builtin_interfaces.msg import Time
 
@@ -59,6 +69,7 @@ def play(
     wait_for_subscribers: float = 0.0,
     wait_for_all_acked: float | None = None,
     progress: bool = True,
+    topics: Sequence[str] | None = None,
 ) -> int:
     """Publish every message of `bag` at `rate` x the recorded pace; returns messages published.
 
@@ -66,6 +77,7 @@ def play(
     seconds until every topic has a matched subscriber before playing. `wait_for_all_acked` (s;
     0 = no limit) waits after each publish until reliable subscribers acknowledged it, so that
     no message is lost to a subscriber that matched late (as `ros2 bag play --wait-for-all-acked`).
+    `topics` plays only those topics (all when None); a topic not in the bag is a PlayError.
     """
     import rclpy
     from rclpy.duration import Duration
@@ -75,13 +87,14 @@ def play(
     from tqdm import tqdm
 
     reader = open_reader(Path(bag))
+    connections = selected_connections(reader, topics)
     node = rclpy.create_node("fusionocc_play")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     published = 0
     try:
         publishers: dict[int, Any] = {}
-        for conn in reader.connections:
+        for conn in connections:
             offers = getattr(conn.ext, "offered_qos_profiles", []) or []
             publishers[conn.id] = node.create_publisher(message_class(conn.msgtype), conn.topic, replay_profile(offers))
         clock_pub = node.create_publisher(Clock, "/clock", 10) if clock else None
@@ -98,13 +111,13 @@ def play(
         ack_timeout = None
         if wait_for_all_acked is not None:
             ack_timeout = Duration(seconds=-1) if wait_for_all_acked == 0 else Duration(nanoseconds=int(wait_for_all_acked * 1e9))
-        total = sum(c.msgcount for c in reader.connections)
+        total = sum(c.msgcount for c in connections)
         while True:
             bar = tqdm(total=total, unit="msg", desc=PROG, file=sys.stderr, disable=(not progress) or None,
                        dynamic_ncols=True)
             wall0: float | None = None
             bag0 = clock_ns = 0
-            for conn, stamp, raw in read_messages(reader, bag):
+            for conn, stamp, raw in read_messages(reader, bag, connections):
                 if wall0 is None:
                     wall0, bag0, clock_ns = time.monotonic(), stamp, stamp
                 due = wall0 + (stamp - bag0) * 1e-9 / rate
@@ -160,6 +173,8 @@ def build_parser() -> ToolParser:
     p.add_argument("--wait-for-all-acked", type=float, default=None, metavar="S", help="after each message, "
                    "wait up to S seconds (0: no limit) until every reliable subscriber acknowledged it; "
                    "no message is then lost to a subscriber that matched late, at the cost of pace")
+    p.add_argument("--topics", nargs="+", metavar="TOPIC", help="play only these topics (default: every topic "
+                   "of the bag); --wait-for-subscribers then waits for these only")
     p.add_argument("--quiet", action="store_true", help="do not show the progress bar (the summary line is still printed)")
     return p
 
@@ -173,7 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if min(args.start_delay, args.wait_for_subscribers, args.wait_for_all_acked or 0.0) < 0:
         raise UsageError("--start-delay, --wait-for-subscribers and --wait-for-all-acked must be >= 0")
     bag = Path(args.bag)
-    open_reader(bag).close()  # fail fast, before starting DDS
+    reader = open_reader(bag)  # fail fast, before starting DDS
+    try:
+        selected_connections(reader, args.topics)
+    finally:
+        reader.close()
 
     import rclpy
     from rclpy.signals import SignalHandlerOptions
@@ -186,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         n = play(bag, args.rate, args.loop, args.clock, args.start_delay, args.wait_for_subscribers,
-                 args.wait_for_all_acked, progress=not args.quiet)
+                 args.wait_for_all_acked, progress=not args.quiet, topics=args.topics)
     finally:
         if rclpy.ok():
             rclpy.shutdown()

@@ -90,7 +90,8 @@ def main() -> int:
 
         shutil.rmtree(out_bag)
     result = run_live(bags / scene, out_bag, checkpoint, REPO / "config" / "occ_node.yaml",
-                      expected_frames=len(scene_frames), overrides={"model.config": "tiny"}, rate=0.1, log_dir=OUT)
+                      expected_frames=len(scene_frames), overrides={"model.config": "tiny", "inference.queue_size": 8}, rate=0.1,
+                      log_dir=OUT)
     print(result.recorder_log.strip().splitlines()[-1] if result.recorder_log.strip() else "(no recorder output)")
     if not out_bag.exists():
         print(result.node_log[-3000:], file=sys.stderr)

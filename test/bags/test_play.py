@@ -186,3 +186,37 @@ def test_loop_plays_the_bag_again_until_interrupted(mcap_bags: Path, ros) -> Non
     assert proc.returncode == 130, err[-500:]
     # the stamps start over: the bag's first /tf stamp comes back after its last one
     assert stamps.count(stamps[0]) >= 2 and max(stamps) > stamps[0]
+
+
+@pytest.mark.ros
+def test_topics_plays_only_those_and_waits_only_for_their_subscribers(mcap_bags: Path, ros) -> None:
+    bag = sorted(mcap_bags.iterdir())[0]
+    types, raws, _, _ = bag_messages(bag)
+    chosen = ["/lidar_top", "/cam_front/image_rect/compressed"]
+    make_node, executor = ros
+    node = make_node("topics_listener")
+    got: dict[str, list[bytes]] = {t: [] for t in chosen}
+    for topic in chosen:  # no subscriber on the bag's other topics
+        node.create_subscription(msg_class(types[topic]), topic, lambda raw, t=topic: got[t].append(bytes(raw)),
+                                 qos_for(topic), raw=True)
+    # a player that waited for every topic of the bag would still be waiting when the spin below gives up
+    proc = subprocess.Popen(PLAY + [str(bag), "--topics", *chosen, "--wait-for-subscribers", "600", "--start-delay", "1",
+                                    "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        complete = spin_until(executor, lambda: all(len(got[t]) == len(raws[t]) for t in chosen), 120)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and complete, (err[-800:], {t: len(v) for t, v in got.items()})
+    assert all(same_cdr(a, b) for t in chosen for a, b in zip(got[t], raws[t]))
+    assert f"published {sum(len(raws[t]) for t in chosen)} messages" in out
+
+
+def test_topics_not_in_the_bag_is_a_one_line_error(mcap_bags: Path) -> None:
+    bag = sorted(mcap_bags.iterdir())[0]
+    proc = subprocess.run(PLAY + [str(bag), "--topics", "/lidar_top", "/no/such/topic"], capture_output=True, text=True,
+                          timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1, proc.stderr[-800:]
+    assert "topic(s) not in the bag: /no/such/topic" in lines[0]
