@@ -34,9 +34,9 @@ from fusionocc_core.predictor import Predictor  # noqa: E402
 REGIONS = [
     ("fusionocc_core.predictor", "Predictor._inputs"),
     ("fusionocc_core.predictor", "Predictor._frame_features"),
-    ("fusionocc_core.predictor", "test_image_tensors"),
-    ("fusionocc_core.predictor", "test_image_matrices"),
-    ("fusionocc_core.predictor", "test_points"),
+    ("fusionocc_core.predictor", "eval_image_tensors"),
+    ("fusionocc_core.predictor", "eval_image_matrices"),
+    ("fusionocc_core.predictor", "eval_points"),
     ("fusionocc_core.predictor", "sparse_depth_tensors"),
     ("fusionocc_core.model.fusionocc", "FusionOcc.image_volume"),
     ("fusionocc_core.model.fusionocc", "FusionOcc.lidar_volume"),

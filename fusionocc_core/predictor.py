@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from fusionocc_core.config import Config, load_config
-from fusionocc_core.data.transforms import sparse_depth_tensors, test_image_matrices, test_image_tensors, test_points
+from fusionocc_core.data.transforms import sparse_depth_tensors, eval_image_matrices, eval_image_tensors, eval_points
 from fusionocc_core.frame import CameraFrame, FrameSet
 from fusionocc_core.model import build_model
 
@@ -127,10 +127,10 @@ class Predictor:
         if s2e.shape != (n, 4, 4) or not np.isfinite(s2e).all():
             raise ValueError(f"{what}.sensor2ego: expected finite ({n}, 4, 4), got {s2e.shape}")
         try:
-            post_rots, post_trans = test_image_matrices(cams.images, self.cfg)
+            post_rots, post_trans = eval_image_matrices(cams.images, self.cfg)
         except ValueError as exc:
             raise ValueError(f"{what}.images: {exc}") from None
-        imgs = test_image_tensors(cams.images, self.cfg, self.device, pin_memory=True) if with_images else None
+        imgs = eval_image_tensors(cams.images, self.cfg, self.device, pin_memory=True) if with_images else None
         return {"intrins": torch.from_numpy(K), "sensor2ego": torch.from_numpy(s2e),
                 "post_rots": post_rots, "post_trans": post_trans}, imgs
 
@@ -183,7 +183,7 @@ class Predictor:
         sparse = sparse_depth_tensors(key_points, cams_lidarego, cur["intrins"], cur["post_rots"], cur["post_trans"],
                                       tuple(self.cfg.data.input_size), (lo, hi))  # (N, H, W) on the device
         seed = int(frame_set.stamp_ns) if self.seed is None else self.seed
-        points = test_points(self._points(frame_set.points, "points"), self.cfg, np.random.default_rng(seed))
+        points = eval_points(self._points(frame_set.points, "points"), self.cfg, np.random.default_rng(seed))
         self.last_num_points = (len(frame_set.points), len(points))  # (received, after thinning + range box)
         return {"sparse_depth": sparse.unsqueeze(0), "points": [torch.from_numpy(points)]}
 
