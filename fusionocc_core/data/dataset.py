@@ -168,7 +168,9 @@ class OccDataset(Dataset):
         return out
 
     def _points(self, i: int, global2lidarego: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """(merged sweeps (P, 5) sub-sampled and range-filtered, current sweep xyz (Q, 3)), LiDAR ego frame."""
+        """(merged sweeps (P, 5) through eval_points: sub-sampled, finite, inside the grid box (the model's
+        input contract; the BEV flips keep them there, the grid being symmetric in x and y), current
+        sweep xyz (Q, 3)), LiDAR ego frame."""
         data = self.cfg.data
         sweeps = [self.infos[i]] + self.history(i, data.num_lidar_sweeps - 1)
         moved: dict[str, np.ndarray] = {}  # each file once (scene starts repeat the current sweep)

@@ -406,9 +406,12 @@ def in_grid_mask(points: np.ndarray, grid_cfg: GridConfig) -> np.ndarray:
 
 
 def eval_points(points: np.ndarray, cfg: Config, rng: np.random.Generator) -> np.ndarray:
-    """The merged sweeps (P, 5) as the network gets them at test time: thinned, then range-filtered;
-    float32 and contiguous. The dataset and the Predictor both call this (one input path)."""
-    keep = in_grid_mask(points, cfg.grid)
+    """The merged sweeps (P, 5) as the network gets them: thinned, range-filtered, finite; float32 and
+    contiguous. The one filter for untrusted points: the dataset and the Predictor both call it, and
+    the model trusts its output (every row finite, xyz inside the grid box) without filtering again."""
+    keep = in_grid_mask(points, cfg.grid)  # NaN/Inf xyz fail the box comparisons
+    for axis in range(3, points.shape[1]):  # intensity, ring
+        keep &= np.isfinite(points[:, axis])
     if cfg.data.lidar_keep_prob < 1.0:  # thin_points' draw over every point, then the same mask
         keep &= (points[:, 4] > cfg.data.lidar_keep_ring_above) | (rng.random(len(points)) < cfg.data.lidar_keep_prob)
     return np.ascontiguousarray(np.compress(keep, points, axis=0), np.float32)  # compress: 3x faster than points[keep]

@@ -308,16 +308,21 @@ def test_eval_points_thin_like_the_official_pipeline() -> None:
     pts = np.column_stack([rng.uniform(-45, 45, (20000, 2)), rng.uniform(-2, 6, 20000), rng.uniform(0, 255, 20000),
                            rng.integers(0, 32, 20000)]).astype(np.float32)
     pts[::50, 0] = np.nan
+    pts[1::70, 3] = np.inf  # non-finite intensity / ring: dropped here, the model does not filter again
+    pts[2::90, 4] = np.nan
     out = T.eval_points(pts, OFFICIAL, np.random.default_rng(7))
     again = T.eval_points(pts, OFFICIAL, np.random.default_rng(7))
     np.testing.assert_array_equal(out, again)  # same seed, same points
     lo, hi = np.asarray(OFFICIAL.grid.lower), np.asarray(OFFICIAL.grid.upper)
-    inside = np.all((pts[:, :3] > lo + 1e-3) & (pts[:, :3] < hi - 1e-3), axis=1)
+    inside = np.isfinite(pts).all(1) & np.all((pts[:, :3] > lo + 1e-3) & (pts[:, :3] < hi - 1e-3), axis=1)
     high_rings = inside & (pts[:, 4] > 16)
     assert set(map(tuple, pts[high_rings])) <= set(map(tuple, out))  # every ring above 16 is kept
     low_kept = (out[:, 4] <= 16).sum() / (inside & (pts[:, 4] <= 16)).sum()
     assert 0.17 < low_kept < 0.23  # the rest with probability 0.2
     assert np.isfinite(out).all() and out.dtype == np.float32 and out.flags["C_CONTIGUOUS"]
+    # without thinning (tiny preset) the output is exactly the finite rows inside the box, in order
+    assert CFG.data.lidar_keep_prob == 1.0
+    np.testing.assert_array_equal(T.eval_points(pts, CFG, np.random.default_rng(0)), pts[inside])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
