@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from fusionocc_core.config import Config, load_config
-from fusionocc_core.data.transforms import sparse_depth_tensors, eval_image_matrices, eval_image_tensors, eval_points
+from fusionocc_core.data.transforms import eval_image_matrices, eval_image_tensors, eval_points, sparse_depth_tensors
 from fusionocc_core.frame import CameraFrame, FrameSet
 from fusionocc_core.model import build_model
 

@@ -13,7 +13,7 @@ import torch
 
 from fusionocc_core.classes import CLASS_INDEX, FREE_LABEL
 from fusionocc_core.config import Config
-from fusionocc_core.data.transforms import image_aug_matrices, sparse_depth_maps, eval_image_aug
+from fusionocc_core.data.transforms import eval_image_aug, image_aug_matrices, sparse_depth_maps
 
 CAMERA_YAWS_DEG = (55.0, 0.0, -55.0, 110.0, 180.0, -110.0)  # CAMERA_NAMES order
 SRC_HW = (900, 1600)
