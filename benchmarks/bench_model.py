@@ -88,17 +88,15 @@ def time_baseline(pred: Predictor, frames: list[FrameSet], warmup: int, iters: i
     for i in range(warmup + iters):
         batch, _ = pred.make_batch(frames[i % len(frames)])
         batch = {k: ([p.to(pred.device) for p in v] if k == "points" else v.to(pred.device)) for k, v in batch.items()}
-        times: dict[str, float] = {}
-        model.stage_times = times
-        sync(pred.device)
-        t0, c0 = time.perf_counter(), time.process_time()
-        with torch.inference_mode(), autocast:
-            logits = model(batch)["occ_logits"]
-            logits.argmax(-1).cpu()
-        sync(pred.device)
+        with model.record_stages() as times:
+            sync(pred.device)
+            t0, c0 = time.perf_counter(), time.process_time()
+            with torch.inference_mode(), autocast:
+                logits = model(batch)["occ_logits"]
+                logits.argmax(-1).cpu()
+            sync(pred.device)
         times["total"] = (time.perf_counter() - t0) * 1e3
         times["total_cpu"] = (time.process_time() - c0) * 1e3
-        model.stage_times = None
         if i >= warmup:
             runs.append(times)
     return median_table(runs)

@@ -32,15 +32,15 @@ from fusionocc_core.predictor import Predictor  # noqa: E402
 
 # (module, attribute) pairs wrapped in a region named after them; classes as "Class.method"
 REGIONS = [
-    ("fusionocc_core.predictor", "Predictor._inputs"),
+    ("fusionocc_core.predictor", "Predictor._camera_inputs"),
+    ("fusionocc_core.predictor", "Predictor._lidar_batch"),
     ("fusionocc_core.predictor", "Predictor._frame_features"),
-    ("fusionocc_core.predictor", "test_image_tensors"),
-    ("fusionocc_core.predictor", "test_image_matrices"),
-    ("fusionocc_core.predictor", "test_points"),
+    ("fusionocc_core.predictor", "eval_image_tensors"),
+    ("fusionocc_core.predictor", "eval_image_matrices"),
+    ("fusionocc_core.predictor", "eval_points"),
     ("fusionocc_core.predictor", "sparse_depth_tensors"),
     ("fusionocc_core.model.fusionocc", "FusionOcc.image_volume"),
     ("fusionocc_core.model.fusionocc", "FusionOcc.lidar_volume"),
-    ("fusionocc_core.model.fusionocc", "FusionOcc.clean_points"),
     ("fusionocc_core.model.fusionocc", "FusionOcc.decode"),
     ("fusionocc_core.model.fusionocc", "sparse_depth_onehot"),
     ("fusionocc_core.model.lidar_encoder", "CustomSparseEncoder.scatter_voxelize"),
@@ -111,13 +111,14 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     wrapped = wrap_regions()
     cuda = args.device.startswith("cuda")
-    pred = Predictor(args.preset, device=args.device, precision=args.precision if cuda else "fp32")
+    pred = Predictor(args.preset, device=args.device, precision=args.precision if cuda else "fp32",
+                     stage_timings=args.stage_sync)
     frames = make_frames(args.warmup + args.frames, (900, 1600), args.points)
     for f in frames[: args.warmup]:
         pred.predict(f)
     if cuda:
         torch.cuda.synchronize()
-    if not args.stage_sync:  # predict() sets stage_times; the timers sync only when it is a dict
+    if not args.stage_sync:  # the stage timers sync inside record_stages(); keep only their regions
         from fusionocc_core.model import fusionocc as fo
         fo.FusionOcc.timed = lambda self, stage: torch.profiler.record_function(f"stage:{stage}")
     acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from fusionocc_core.config import Config, load_config
-from fusionocc_core.data.transforms import sparse_depth_tensors, test_image_matrices, test_image_tensors, test_points
+from fusionocc_core.data.transforms import eval_image_matrices, eval_image_tensors, eval_points, sparse_depth_tensors
 from fusionocc_core.frame import CameraFrame, FrameSet
 from fusionocc_core.model import build_model
 
@@ -127,10 +127,10 @@ class Predictor:
         if s2e.shape != (n, 4, 4) or not np.isfinite(s2e).all():
             raise ValueError(f"{what}.sensor2ego: expected finite ({n}, 4, 4), got {s2e.shape}")
         try:
-            post_rots, post_trans = test_image_matrices(cams.images, self.cfg)
+            post_rots, post_trans = eval_image_matrices(cams.images, self.cfg)
         except ValueError as exc:
             raise ValueError(f"{what}.images: {exc}") from None
-        imgs = test_image_tensors(cams.images, self.cfg, self.device, pin_memory=True) if with_images else None
+        imgs = eval_image_tensors(cams.images, self.cfg, self.device, pin_memory=True) if with_images else None
         return {"intrins": torch.from_numpy(K), "sensor2ego": torch.from_numpy(s2e),
                 "post_rots": post_rots, "post_trans": post_trans}, imgs
 
@@ -174,7 +174,8 @@ class Predictor:
 
     def _lidar_batch(self, frame_set: FrameSet, camera_batch: dict) -> dict:
         """The LiDAR part of the batch: the key sweep's sparse depth (1, N, H, W) on the device, and the
-        thinned, range-boxed merged sweeps (a list of one (P, 5) CPU tensor)."""
+        merged sweeps through eval_points (a list of one (P, 5) CPU tensor: thinned, finite, inside the
+        grid box, the model's input contract)."""
         key_points = torch.from_numpy(self._points(frame_set.key_points, "key_points")).to(self.device)
         lo, hi, _ = self.cfg.grid.depth
         cur = {k: camera_batch[k][0, 0] for k in ("sensor2ego", "intrins", "post_rots", "post_trans")}
@@ -183,7 +184,7 @@ class Predictor:
         sparse = sparse_depth_tensors(key_points, cams_lidarego, cur["intrins"], cur["post_rots"], cur["post_trans"],
                                       tuple(self.cfg.data.input_size), (lo, hi))  # (N, H, W) on the device
         seed = int(frame_set.stamp_ns) if self.seed is None else self.seed
-        points = test_points(self._points(frame_set.points, "points"), self.cfg, np.random.default_rng(seed))
+        points = eval_points(self._points(frame_set.points, "points"), self.cfg, np.random.default_rng(seed))
         self.last_num_points = (len(frame_set.points), len(points))  # (received, after thinning + range box)
         return {"sparse_depth": sparse.unsqueeze(0), "points": [torch.from_numpy(points)]}
 
@@ -243,36 +244,33 @@ class Predictor:
         dev = self.device
         autocast = torch.autocast("cuda", dtype=PRECISIONS[self.precision], enabled=self.precision != "fp32") \
             if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
-        self.model.stage_times = timings if self.stage_timings else None
-        if self.stage_timings:
-            timings["backbone"] = 0.0  # stays 0 when every frame's features come from the cache
-        try:
-            with torch.inference_mode(), autocast:
-                first: dict[int, int] = {}  # CameraFrame id -> its first time step
-                for t, frame in enumerate(frames):
-                    first.setdefault(id(frame), t)
-                computed: dict[int, torch.Tensor] = {}  # CameraFrame id -> features, within this call
-                # cached frames first: encoding a new frame may evict the oldest stamps from the cache;
-                # on CUDA the backbone's kernels are queued here and the host prepares the LiDAR input
-                # below while they run
-                for t in sorted(first.values(), key=lambda t: frame_imgs[t] is not None):
-                    computed[id(frames[t])] = self._frame_features(frame_imgs[t], int(frames[t].stamp_ns))
-                feats = [computed[id(frame)] for frame in frames]
-                t_lidar = time.perf_counter()
-                batch.update(self._lidar_batch(frame_set, batch))
-                self.model.check_batch(batch)  # on the host copies: no device synchronisation
-                batch = {k: ([p.to(dev) for p in v] if k == "points" else v if k == "imgs" else v.to(dev, non_blocking=True))
-                         for k, v in batch.items()}  # images went to the device per frame, only when encoded
-                preprocess_s += time.perf_counter() - t_lidar
-                out = self.model.forward_features(batch, feats)
-                t_post = time.perf_counter()
-                logits = out["occ_logits"][0].float()  # (X, Y, Z, classes)
-                top, labels = logits.max(dim=-1)
-                conf = torch.exp(logits - top.unsqueeze(-1)).sum(dim=-1).reciprocal_()  # = max softmax
-                labels_np = labels.to(torch.uint8).cpu().numpy()
-                conf_np = (conf * 255.0).round_().to(torch.uint8).cpu().numpy()
-        finally:
-            self.model.stage_times = None
+        with self.model.record_stages(self.stage_timings) as stage_ms, torch.inference_mode(), autocast:
+            if stage_ms is not None:
+                stage_ms["backbone"] = 0.0  # stays 0 when every frame's features come from the cache
+            first: dict[int, int] = {}  # CameraFrame id -> its first time step
+            for t, frame in enumerate(frames):
+                first.setdefault(id(frame), t)
+            computed: dict[int, torch.Tensor] = {}  # CameraFrame id -> features, within this call
+            # cached frames first: encoding a new frame may evict the oldest stamps from the cache;
+            # on CUDA the backbone's kernels are queued here and the host prepares the LiDAR input
+            # below while they run
+            for t in sorted(first.values(), key=lambda t: frame_imgs[t] is not None):
+                computed[id(frames[t])] = self._frame_features(frame_imgs[t], int(frames[t].stamp_ns))
+            feats = [computed[id(frame)] for frame in frames]
+            t_lidar = time.perf_counter()
+            batch.update(self._lidar_batch(frame_set, batch))
+            self.model.check_batch(batch)  # on the host copies: no device synchronisation
+            batch = {k: ([p.to(dev) for p in v] if k == "points" else v if k == "imgs" else v.to(dev, non_blocking=True))
+                     for k, v in batch.items()}  # images went to the device per frame, only when encoded
+            preprocess_s += time.perf_counter() - t_lidar
+            out = self.model.forward_features(batch, feats)
+            t_post = time.perf_counter()
+            logits = out["occ_logits"][0].float()  # (X, Y, Z, classes)
+            top, labels = logits.max(dim=-1)
+            conf = torch.exp(logits - top.unsqueeze(-1)).sum(dim=-1).reciprocal_()  # = max softmax
+            labels_np = labels.to(torch.uint8).cpu().numpy()
+            conf_np = (conf * 255.0).round_().to(torch.uint8).cpu().numpy()
+        timings.update(stage_ms or {})
         timings["preprocess"] = preprocess_s * 1e3
         timings["postprocess"] = (time.perf_counter() - t_post) * 1e3
         timings["total"] = (time.perf_counter() - t_start) * 1e3

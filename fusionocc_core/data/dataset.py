@@ -143,7 +143,7 @@ class OccDataset(Dataset):
         raws: list[list[np.ndarray]] = [[] for _ in frames]  # test: full-resolution images per frame
         for n, cam in enumerate(data.cameras):
             src_hw = _source_hw(self.root, info["cams"][cam])
-            aug = T.sample_image_aug(src_hw, data, rng) if self.train else T.test_image_aug(src_hw, data.input_size)
+            aug = T.sample_image_aug(src_hw, data, rng) if self.train else T.eval_image_aug(src_hw, data.input_size)
             out["augs"].append((aug, src_hw))
             # train: decode JPEGs at 1/2 or 1/4 size when enough; test: full size, as the official resize
             reduction = jpeg_reduction(src_hw, aug.resize) if self.train else 1
@@ -163,12 +163,14 @@ class OccDataset(Dataset):
                 out["sensor2ego"][t, n] = global2key @ _cam2global(c)
         if not self.train:  # the test transform shared with the Predictor
             for t, images in enumerate(raws):
-                imgs, out["post_rots"][t], out["post_trans"][t] = (v.numpy() for v in T.test_image_inputs(images, data))
+                imgs, out["post_rots"][t], out["post_trans"][t] = (v.numpy() for v in T.eval_image_inputs(images, data))
                 out["imgs"][t] = imgs
         return out
 
     def _points(self, i: int, global2lidarego: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """(merged sweeps (P, 5) sub-sampled and range-filtered, current sweep xyz (Q, 3)), LiDAR ego frame."""
+        """(merged sweeps (P, 5) through eval_points: sub-sampled, finite, inside the grid box (the model's
+        input contract; the BEV flips keep them there, the grid being symmetric in x and y), current
+        sweep xyz (Q, 3)), LiDAR ego frame."""
         data = self.cfg.data
         sweeps = [self.infos[i]] + self.history(i, data.num_lidar_sweeps - 1)
         moved: dict[str, np.ndarray] = {}  # each file once (scene starts repeat the current sweep)
@@ -181,7 +183,7 @@ class OccDataset(Dataset):
                 moved[sweep["token"]] = pts
         points = np.concatenate([moved[s["token"]] for s in sweeps])  # (P, 5) x y z intensity ring
         # official sub-sampling (rings above 16, else with probability p), then the fixed range box
-        return T.test_points(points, self.cfg, rng), moved[sweeps[0]["token"]][:, :3]
+        return T.eval_points(points, self.cfg, rng), moved[sweeps[0]["token"]][:, :3]
 
     def _seg_labels(self, info: dict[str, Any], augs: list, post_rots: np.ndarray, post_trans: np.ndarray) -> np.ndarray:
         """(N, H_in, W_in) int64 2D labels of the key frame under its augmentation; 17 = none."""

@@ -1,7 +1,8 @@
 """Image and BEV augmentation, the deterministic test transform, normalisation and sparse depth.
 
 Shared by the dataset (train/test) and the predictor (test only), so that a network sees the same
-pixels and matrices whether its input came from nuScenes files or from a live ROS frame.
+pixels and matrices whether its input came from nuScenes files or from a live ROS frame. The
+`eval_*` functions are the deterministic test-time ("evaluation") transform.
 
 Conventions (pixel-index coordinates: pixel (u, v) has its centre at integer u, v):
 * An image augmentation is a 2D affine map from source pixels to network-input pixels,
@@ -60,7 +61,7 @@ class ImageAug:
         return (self.crop[3] - self.crop[1], self.crop[2] - self.crop[0])
 
 
-def test_image_aug(src_hw: tuple[int, int], input_hw: tuple[int, int]) -> ImageAug:
+def eval_image_aug(src_hw: tuple[int, int], input_hw: tuple[int, int]) -> ImageAug:
     """The deterministic test transform: resize by W_in / W_src, keep the bottom H_in rows."""
     src_h, src_w = src_hw
     in_h, in_w = input_hw
@@ -300,14 +301,14 @@ def image_hw(img: np.ndarray | torch.Tensor) -> tuple[int, int]:
     return int(img.shape[0]), int(img.shape[1])
 
 
-def test_image_matrices(images: Sequence[np.ndarray] | torch.Tensor, cfg: Config | DataConfig
+def eval_image_matrices(images: Sequence[np.ndarray] | torch.Tensor, cfg: Config | DataConfig
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """post_rots (N, 3, 3), post_trans (N, 3) of the test transform of raw camera images ((H, W, 3)
     uint8 numpy or (3, H, W) uint8 tensors), checking each image but not transforming it."""
     data_cfg = cfg.data if isinstance(cfg, Config) else cfg
     rots, trans = [], []
     for img in images:
-        rot, tran = image_aug_matrices(test_image_aug(image_hw(img), data_cfg.input_size))
+        rot, tran = image_aug_matrices(eval_image_aug(image_hw(img), data_cfg.input_size))
         rots.append(rot)
         trans.append(tran)
     return torch.from_numpy(np.stack(rots)), torch.from_numpy(np.stack(trans))
@@ -322,7 +323,7 @@ def _resize_crop_normalize(batch: torch.Tensor, input_hw: tuple[int, int]) -> to
     PIL's `Image.resize` (bicubic, antialiased) to (int(W r), int(H r)) with r = W_in / W, rounded to
     uint8, the bottom-centred crop (zero outside the image), then mmcv's normalisation (BGR order)."""
     src_h, src_w = int(batch.shape[2]), int(batch.shape[3])
-    aug = test_image_aug((src_h, src_w), input_hw)
+    aug = eval_image_aug((src_h, src_w), input_hw)
     new_hw = (int(src_h * aug.resize), int(src_w * aug.resize))
     if new_hw != (src_h, src_w):
         if batch.device.type == "cpu":  # torch's uint8 antialiased path: PIL's filters in fixed point
@@ -341,7 +342,7 @@ def _resize_crop_normalize(batch: torch.Tensor, input_hw: tuple[int, int]) -> to
     return out.sub_(_MEAN_T.to(out.device)).mul_(_STD_INV_T.to(out.device))
 
 
-def test_image_tensors(images: Sequence[np.ndarray] | torch.Tensor, cfg: Config | DataConfig,
+def eval_image_tensors(images: Sequence[np.ndarray] | torch.Tensor, cfg: Config | DataConfig,
                        device: torch.device | str = "cpu", pin_memory: bool = False) -> torch.Tensor:
     """Raw camera images -> (N, 3, H_in, W_in) float32 network input on `device`, the official test
     transform (see `_resize_crop_normalize`). Images are (H, W, 3) uint8 RGB numpy arrays (uploaded
@@ -367,13 +368,13 @@ def test_image_tensors(images: Sequence[np.ndarray] | torch.Tensor, cfg: Config 
     return out
 
 
-def test_image_inputs(images: Sequence[np.ndarray] | torch.Tensor, cfg: Config | DataConfig,
+def eval_image_inputs(images: Sequence[np.ndarray] | torch.Tensor, cfg: Config | DataConfig,
                       device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Raw camera images -> the network input of the test transform: imgs (N, 3, H_in, W_in) float32
     normalised (on `device`), post_rots (N, 3, 3), post_trans (N, 3). The intrinsics are unchanged
     by the transform (the model combines K with post_rot/post_tran)."""
-    rots, trans = test_image_matrices(images, cfg)
-    return test_image_tensors(images, cfg, device), rots, trans
+    rots, trans = eval_image_matrices(images, cfg)
+    return eval_image_tensors(images, cfg, device), rots, trans
 
 
 RANGE_MARGIN = 1e-3  # points must lie 1 mm inside the grid (the reference's margin, applied once)
@@ -404,10 +405,13 @@ def in_grid_mask(points: np.ndarray, grid_cfg: GridConfig) -> np.ndarray:
     return keep
 
 
-def test_points(points: np.ndarray, cfg: Config, rng: np.random.Generator) -> np.ndarray:
-    """The merged sweeps (P, 5) as the network gets them at test time: thinned, then range-filtered;
-    float32 and contiguous. The dataset and the Predictor both call this (one input path)."""
-    keep = in_grid_mask(points, cfg.grid)
+def eval_points(points: np.ndarray, cfg: Config, rng: np.random.Generator) -> np.ndarray:
+    """The merged sweeps (P, 5) as the network gets them: thinned, range-filtered, finite; float32 and
+    contiguous. The one filter for untrusted points: the dataset and the Predictor both call it, and
+    the model trusts its output (every row finite, xyz inside the grid box) without filtering again."""
+    keep = in_grid_mask(points, cfg.grid)  # NaN/Inf xyz fail the box comparisons
+    for axis in range(3, points.shape[1]):  # intensity, ring
+        keep &= np.isfinite(points[:, axis])
     if cfg.data.lidar_keep_prob < 1.0:  # thin_points' draw over every point, then the same mask
         keep &= (points[:, 4] > cfg.data.lidar_keep_ring_above) | (rng.random(len(points)) < cfg.data.lidar_keep_prob)
     return np.ascontiguousarray(np.compress(keep, points, axis=0), np.float32)  # compress: 3x faster than points[keep]
@@ -421,10 +425,3 @@ def thin_points(points: np.ndarray, data_cfg: DataConfig, rng: np.random.Generat
     keep = (points[:, 4] > data_cfg.lidar_keep_ring_above) | (rng.random(len(points)) < data_cfg.lidar_keep_prob)
     return points[keep]
 
-
-# The "test_*" names mean the test-time transform; tell pytest they are not tests when imported.
-test_image_aug.__test__ = False  # type: ignore[attr-defined]
-test_image_inputs.__test__ = False  # type: ignore[attr-defined]
-test_image_matrices.__test__ = False  # type: ignore[attr-defined]
-test_image_tensors.__test__ = False  # type: ignore[attr-defined]
-test_points.__test__ = False  # type: ignore[attr-defined]

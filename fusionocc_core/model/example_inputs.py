@@ -13,7 +13,7 @@ import torch
 
 from fusionocc_core.classes import CLASS_INDEX, FREE_LABEL
 from fusionocc_core.config import Config
-from fusionocc_core.data.transforms import image_aug_matrices, sparse_depth_maps, test_image_aug
+from fusionocc_core.data.transforms import eval_image_aug, image_aug_matrices, sparse_depth_maps
 
 CAMERA_YAWS_DEG = (55.0, 0.0, -55.0, 110.0, 180.0, -110.0)  # CAMERA_NAMES order
 SRC_HW = (900, 1600)
@@ -85,7 +85,7 @@ def example_batch(cfg: Config, batch_size: int = 1, seed: int = 0, num_points: i
     H, W = d.input_size
     s2e = rig_extrinsics()[:N]
     K = rig_intrinsics(N)
-    post_rot, post_tran = image_aug_matrices(test_image_aug(SRC_HW, (H, W)))
+    post_rot, post_tran = image_aug_matrices(eval_image_aug(SRC_HW, (H, W)))
     lo, hi, _ = cfg.grid.depth
     batch: dict = {k: [] for k in ("imgs", "intrins", "sensor2ego", "post_rots", "post_trans", "bda", "points",
                                    "sparse_depth", "voxel_semantics", "mask_camera", "mask_lidar", "seg_labels")}

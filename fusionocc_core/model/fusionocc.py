@@ -3,6 +3,11 @@
 forward(batch) -> {occ_logits (B, X, Y, Z, 18), depth_probs / seg_logits (B*N, ., h, w) of the key
 frame}. Image frames are processed oldest first, every previous frame under no_grad, and the 3D
 input is the concatenation [previous frames' volumes..., key-frame volume, LiDAR volume].
+
+Input contract: batch["points"] holds each sample's (P, 5) cloud already filtered by the one input
+path (fusionocc_core.data.transforms.eval_points: finite, inside the grid box). The model does not
+filter again; the voxeliser only guards memory safety (rows it cannot place are dropped).
+`with model.record_stages() as times:` collects per-stage wall times (ms).
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from torch import nn
 from fusionocc_core.config import Config
 from fusionocc_core.model.bev_encoder import ConvModule3d, CustomResNet3D, LSSFPN3D
 from fusionocc_core.model.fpn_lss import FPN_LSS
-from fusionocc_core.model.lidar_encoder import CustomSparseEncoder
+from fusionocc_core.model.lidar_encoder import POINT_DIMS, CustomSparseEncoder
 from fusionocc_core.model.resnet import ResNet
 from fusionocc_core.model.swin import SwinTransformer
 from fusionocc_core.model.view_transformer import CrossModalLSS, camera_mlp_input, sparse_depth_onehot
@@ -35,16 +40,15 @@ class ConvReLU3d(nn.Module):
         return torch.relu(self.conv(x))
 
 
+IMAGE_BACKBONES = {"swin": SwinTransformer.from_config, "resnet": ResNet.from_config}
+
+
 def build_image_backbone(cfg: Config) -> nn.Module:
     """Swin (official) or the small ResNet (tiny); both return [stride-16, stride-32] maps."""
     m = cfg.model
-    if m.img_backbone == "swin":
-        net = SwinTransformer(m.swin_embed_dims, tuple(m.swin_depths), tuple(m.swin_num_heads), m.swin_window_size,
-                              m.swin_patch_size, m.swin_mlp_ratio, m.swin_drop_path_rate, out_indices=(2, 3))
-    elif m.img_backbone == "resnet":
-        net = ResNet(tuple(m.resnet_channels), tuple(m.resnet_blocks), out_indices=(2, 3))
-    else:
+    if m.img_backbone not in IMAGE_BACKBONES:
         raise ValueError(f"model.img_backbone must be 'swin' or 'resnet', got {m.img_backbone!r}")
+    net = IMAGE_BACKBONES[m.img_backbone](m, out_indices=(2, 3))
     if net.out_strides[0] != m.img_downsample:
         raise ValueError(f"model.img_downsample={m.img_downsample} but the {m.img_backbone} backbone's "
                          f"finer output has stride {net.out_strides[0]}")
@@ -57,7 +61,7 @@ class FusionOcc(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.cfg = cfg
-        m, d, g = cfg.model, cfg.data, cfg.grid
+        m, d = cfg.model, cfg.data
         self.num_frames = 1 + d.num_adj_img_frames
         self.num_cams = len(d.cameras)
         self.input_size = tuple(d.input_size)
@@ -68,10 +72,7 @@ class FusionOcc(nn.Module):
         # registration order = the official state-dict order
         self.img_backbone = build_image_backbone(cfg)
         self.img_neck = FPN_LSS(sum(self.img_backbone.out_channels), m.neck_out_channels)
-        self.img_view_transformer = CrossModalLSS(
-            g, self.input_size, m.img_downsample, m.neck_out_channels, m.mid_channels, m.feature_channels,
-            m.num_classes, m.aspp_mid_channels, m.depth_dropout_prob,
-        )
+        self.img_view_transformer = CrossModalLSS(cfg)
         bev_in = m.feature_channels * self.num_frames + m.lidar_out_channels
         self.img_bev_encoder_backbone = CustomResNet3D(bev_in, list(m.bev_layers), list(m.bev_channels), list(m.bev_strides))
         self.img_bev_encoder_neck = LSSFPN3D(sum(m.bev_channels), head_ch)
@@ -79,9 +80,7 @@ class FusionOcc(nn.Module):
         self.lidar_encoder = CustomSparseEncoder(cfg)
         self.final_conv = ConvReLU3d(head_ch, head_ch)
         self.predicter = nn.Sequential(nn.Linear(head_ch, m.head_hidden), nn.Softplus(), nn.Linear(m.head_hidden, m.num_classes))
-        self.register_buffer("grid_lower", torch.tensor(g.lower), persistent=False)
-        self.register_buffer("grid_upper", torch.tensor(g.upper), persistent=False)
-        self.stage_times: dict[str, float] | None = None  # set to {} to record per-stage ms
+        self._stage_times: dict[str, float] | None = None  # the dict record_stages() fills, else None
         self.volume_format = torch.contiguous_format  # memory layout of the dense 3D stages
 
     def fold_batchnorm(self, dtype: torch.dtype | None = None) -> int:
@@ -104,19 +103,34 @@ class FusionOcc(nn.Module):
 
     # ---------------------------------------------------------------- timing
     @contextlib.contextmanager
+    def record_stages(self, enabled: bool = True) -> Iterator[dict[str, float] | None]:
+        """Within the block, every stage (STAGES) run adds its wall time in ms to the yielded dict; on
+        CUDA each stage boundary synchronises the device. enabled=False yields None and records
+        nothing (no synchronisation), so callers can pass their own switch. Blocks nest: an inner
+        block records on its own and the outer one resumes after it."""
+        outer = self._stage_times
+        times: dict[str, float] | None = {} if enabled else None
+        self._stage_times = times
+        try:
+            yield times
+        finally:
+            self._stage_times = outer
+
+    @contextlib.contextmanager
     def timed(self, stage: str) -> Iterator[None]:
-        """Add the wall time of the block to stage_times[stage] (ms) when recording is on."""
-        if self.stage_times is None:
+        """Add the wall time of the block to the recorded times[stage] (ms) inside record_stages()."""
+        times = self._stage_times
+        if times is None:
             yield
             return
-        cuda = self.grid_lower.is_cuda
+        cuda = self.final_conv.conv.weight.is_cuda
         if cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         yield
         if cuda:
             torch.cuda.synchronize()
-        self.stage_times[stage] = self.stage_times.get(stage, 0.0) + (time.perf_counter() - t0) * 1e3
+        times[stage] = times.get(stage, 0.0) + (time.perf_counter() - t0) * 1e3
 
     # ---------------------------------------------------------------- stages
     def encode_images(self, imgs: torch.Tensor) -> torch.Tensor:
@@ -142,22 +156,11 @@ class FusionOcc(nn.Module):
             volume = self.pre_process_net(volume.to(feature.dtype).contiguous(memory_format=self.volume_format))[0]
         return volume, depth_probs, seg_logits
 
-    def clean_points(self, points: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Drop rows with NaN/Inf and rows outside the grid box [lower, upper) (per sample)."""
-        out = []
-        for p in points:
-            if p.ndim != 2 or p.shape[1] < 3:
-                raise ValueError(f"batch['points']: each entry must be (P, 5), got {tuple(p.shape)}")
-            p = p.to(self.grid_lower.device, torch.float32)
-            xyz = p[:, :3]
-            keep = torch.isfinite(p).all(dim=1) & (xyz >= self.grid_lower).all(dim=1) & (xyz < self.grid_upper).all(dim=1)
-            out.append(p[keep])
-        return out
-
     def lidar_volume(self, points: list[torch.Tensor], ref: torch.Tensor) -> torch.Tensor:
-        """LiDAR encoder on the cleaned clouds -> (B, C_lidar, Z, Y, X); an empty cloud gives zeros."""
+        """LiDAR encoder on B (P, 5) clouds -> (B, C_lidar, Z, Y, X) in ref's dtype; an empty cloud gives
+        zeros. The clouds are expected finite and inside the grid box (eval_points); rows that are not
+        are dropped by the voxeliser's bounds guard, never indexed."""
         with self.timed("lidar_encoder"):
-            points = self.clean_points(points)
             X, Y, Z = self.cfg.grid.shape
             out = ref.new_zeros(len(points), self.cfg.model.lidar_out_channels, Z, Y, X)
             nonempty = [i for i, p in enumerate(points) if p.shape[0] > 0]
@@ -212,7 +215,8 @@ class FusionOcc(nn.Module):
 
     # ---------------------------------------------------------------- validation
     def check_batch(self, batch: dict[str, Any]) -> None:
-        """Raise a one-line ValueError naming the first batch field with a wrong type or shape."""
+        """Raise a one-line ValueError naming the first batch field with a wrong type or shape (or a
+        non-finite camera matrix). Point values are not checked: see the module's input contract."""
         for key in ("imgs", "intrins", "sensor2ego", "post_rots", "post_trans", "bda", "points", "sparse_depth"):
             if key not in batch:
                 raise ValueError(f"batch is missing '{key}'")
@@ -236,4 +240,8 @@ class FusionOcc(nn.Module):
             if key != "sparse_depth" and not torch.isfinite(v).all():
                 raise ValueError(f"batch['{key}'] contains NaN/Inf")
         if not isinstance(batch["points"], (list, tuple)) or len(batch["points"]) != B:
-            raise ValueError(f"batch['points']: expected a list of {B} (P, 5) tensors")
+            raise ValueError(f"batch['points']: expected a list of {B} (P, {POINT_DIMS}) tensors")
+        for p in batch["points"]:  # shapes only: the values were filtered by the input path (eval_points)
+            if not torch.is_tensor(p) or p.ndim != 2 or p.shape[1] != POINT_DIMS:
+                got = tuple(p.shape) if torch.is_tensor(p) else type(p).__name__
+                raise ValueError(f"batch['points']: each entry must be (P, {POINT_DIMS}), got {got}")

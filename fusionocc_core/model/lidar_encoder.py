@@ -72,7 +72,9 @@ class CustomSparseEncoder(nn.Module):
 
     @torch.no_grad()
     def scatter_voxelize(self, points: Sequence[torch.Tensor]) -> SparseTensor:
-        """Dynamic voxel mean of the raw point features; drops non-finite and out-of-range points."""
+        """Dynamic voxel mean of the raw point features. The points are expected finite and inside the
+        grid box (the input path's eval_points filtered them); a row that is not (a hand-built batch) is
+        dropped by the bounds guard below, never indexed: one mask, one compaction per sample."""
         if isinstance(points, torch.Tensor) or not isinstance(points, (list, tuple)):
             raise TypeError(f"points must be a list of B tensors (P_b, {POINT_DIMS}), got {type(points).__name__}")
         device, dtype = self.conv_input[0].weight.device, self.conv_input[0].weight.dtype
@@ -85,10 +87,13 @@ class CustomSparseEncoder(nn.Module):
                 raise ValueError(f"points[{b}] must be (P, {POINT_DIMS}) x y z intensity ring, got {tuple(pts.shape)}")
             pts = pts.to(device=device, dtype=dtype)
             xyz = torch.floor((pts[:, :3] - lower) / self.voxel_size)  # (P, 3) voxel coords, (x, y, z)
-            keep = torch.isfinite(pts).all(1) & (xyz >= 0).all(1) & (xyz < shape).all(1)  # NaN -> False
-            batch_col = torch.full((int(keep.sum()), 1), b, device=device, dtype=torch.long)
-            coords.append(torch.cat([batch_col, xyz[keep].long()], 1))  # (P', 4) [b, x, y, z]
-            feats.append(pts[keep])
+            # bounds guard (memory safety): NaN/Inf coordinates fail every comparison; non-finite
+            # features would poison their voxel's mean
+            ok = (xyz >= 0).all(1) & (xyz < shape).all(1) & torch.isfinite(pts[:, 3:]).all(1)
+            rows = ok.nonzero().squeeze(1)  # (P',)
+            batch_col = torch.full((rows.shape[0], 1), b, device=device, dtype=torch.long)
+            coords.append(torch.cat([batch_col, xyz.index_select(0, rows).long()], 1))  # (P', 4) [b, x, y, z]
+            feats.append(pts.index_select(0, rows))
         batch_size = len(points)
         all_feats = torch.cat(feats) if feats else torch.zeros(0, POINT_DIMS, device=device, dtype=dtype)
         all_coords = torch.cat(coords) if coords else torch.zeros(0, 4, device=device, dtype=torch.long)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fusionocc_core.config import ModelConfig
+
 
 class BasicBlock(nn.Module):
     """mmdet ResNet BasicBlock: conv3x3-BN-ReLU-conv3x3-BN + shortcut, ReLU (names conv1/bn1/conv2/bn2)."""
@@ -62,6 +64,11 @@ class ResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    @classmethod
+    def from_config(cls, model_cfg: ModelConfig, out_indices: tuple[int, ...] = (2, 3)) -> "ResNet":
+        """The backbone that model_cfg.resnet_* describe (the tiny preset's image backbone)."""
+        return cls(tuple(model_cfg.resnet_channels), tuple(model_cfg.resnet_blocks), out_indices)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)  # (B, C0, H/4, W/4)

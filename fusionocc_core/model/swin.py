@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusionocc_core.config import ModelConfig
+
 
 class DropPath(nn.Module):
     """Stochastic depth: drops the whole residual branch per sample with probability p."""
@@ -222,6 +224,13 @@ class SwinTransformer(nn.Module):
         self.out_channels = [self.num_features[i] for i in self.out_indices]
         self.out_strides = [patch_size * 2**i for i in self.out_indices]
         self.apply(self._init_weights)
+
+    @classmethod
+    def from_config(cls, model_cfg: ModelConfig, out_indices: tuple[int, ...] = (2, 3)) -> "SwinTransformer":
+        """The backbone that model_cfg.swin_* describe (the official image backbone)."""
+        m = model_cfg
+        return cls(m.swin_embed_dims, tuple(m.swin_depths), tuple(m.swin_num_heads), m.swin_window_size,
+                   m.swin_patch_size, m.swin_mlp_ratio, m.swin_drop_path_rate, out_indices)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:

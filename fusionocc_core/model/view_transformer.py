@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusionocc_core.config import GridConfig
+from fusionocc_core.config import Config, ModelConfig
 from fusionocc_core.model.resnet import BasicBlock
 from fusionocc_core.ops.voxel_pool import VoxelPoolPlanCache, geometry_key, plan_voxel_pool, voxel_pool
 
@@ -114,8 +114,10 @@ def _conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
 class DepthSegNet(nn.Module):
     """Three camera-aware branches on the fused map: depth bins, 2D semantics and context."""
 
-    def __init__(self, in_ch: int, mid_ch: int, depth_bins: int, feature_ch: int, num_classes: int, aspp_mid: int):
+    def __init__(self, model_cfg: ModelConfig, depth_bins: int):
         super().__init__()
+        in_ch, mid_ch = 2 * model_cfg.mid_channels, model_cfg.mid_channels
+        feature_ch, aspp_mid = model_cfg.feature_channels, model_cfg.aspp_mid_channels
         seg_ch = feature_ch // 2
         context_ch = feature_ch - seg_ch
         # registration order = the official state-dict order
@@ -134,7 +136,7 @@ class DepthSegNet(nn.Module):
         self.seg_mlp = Mlp(27, mid_ch, mid_ch)
         self.seg_se = SELayer(mid_ch)
         self.seg_conv = nn.Sequential(nn.Conv2d(mid_ch, seg_ch, 3, padding=1), BasicBlock(seg_ch, seg_ch))
-        self.seg_out = nn.Conv2d(seg_ch, num_classes, 1)
+        self.seg_out = nn.Conv2d(seg_ch, model_cfg.num_classes, 1)
 
     def forward(self, x: torch.Tensor, mlp_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (BN, in, h, w), mlp_input (BN, 27) -> depth logits (BN, D, h, w), feature (BN, F, h, w), seg logits."""
@@ -179,24 +181,25 @@ class CrossModalFusion(nn.Module):
 
 
 class CrossModalLSS(nn.Module):
-    """2D fusion + depth/seg heads + LSS lifting of one frame's six cameras into a 3D volume."""
+    """2D fusion + depth/seg heads + LSS lifting of one frame's six cameras into a 3D volume; sized by
+    cfg.model (widths, stride), cfg.grid (volume, depth bins) and cfg.data.input_size (frustum)."""
 
-    def __init__(self, grid: GridConfig, input_size: tuple[int, int], downsample: int, in_channels: int,
-                 mid_channels: int, feature_channels: int, num_classes: int, aspp_mid_channels: int,
-                 depth_dropout_prob: float):
+    def __init__(self, cfg: Config):
         super().__init__()
-        self.grid = grid
-        self.downsample = downsample
-        self.depth_bins = grid.num_depth_bins
-        self.depth_dropout_prob = depth_dropout_prob
-        D = self.depth_bins
+        m = cfg.model
+        self.grid = cfg.grid
+        self.downsample = m.img_downsample
+        self.depth_bins = self.grid.num_depth_bins
+        self.depth_dropout_prob = m.depth_dropout_prob
+        D, mid = self.depth_bins, m.mid_channels
         # registration order = the official state-dict order
-        self.depth_encoder = nn.Sequential(*_conv_bn_relu(D, mid_channels), *_conv_bn_relu(mid_channels, mid_channels))
-        self.img_reduce_conv = _conv_bn_relu(in_channels, mid_channels)
-        self.cross_model_fusion = CrossModalFusion(mid_channels)
-        self.further_fuse = BasicBlock(2 * mid_channels, 2 * mid_channels)
-        self.depth_seg_net = DepthSegNet(2 * mid_channels, mid_channels, D, feature_channels, num_classes, aspp_mid_channels)
-        self.register_buffer("frustum", self._frustum(input_size, downsample), persistent=False)  # (D, h, w, 3)
+        self.depth_encoder = nn.Sequential(*_conv_bn_relu(D, mid), *_conv_bn_relu(mid, mid))
+        self.img_reduce_conv = _conv_bn_relu(m.neck_out_channels, mid)
+        self.cross_model_fusion = CrossModalFusion(mid)
+        self.further_fuse = BasicBlock(2 * mid, 2 * mid)
+        self.depth_seg_net = DepthSegNet(m, D)
+        frustum = self._frustum(tuple(cfg.data.input_size), self.downsample)  # (D, h, w, 3)
+        self.register_buffer("frustum", frustum, persistent=False)
         self.plan_cache = VoxelPoolPlanCache()
 
     def _frustum(self, input_size: tuple[int, int], downsample: int) -> torch.Tensor:

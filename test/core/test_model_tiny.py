@@ -67,6 +67,26 @@ def test_eval_forward_is_deterministic_and_uses_both_frames_and_lidar(model, cfg
         assert not torch.equal(model(no_lidar)["occ_logits"], again)
 
 
+def test_record_stages_times_every_stage_only_inside_the_block(model, eval_outputs):
+    from fusionocc_core.model.fusionocc import STAGES
+
+    batch, out = eval_outputs
+    with torch.inference_mode():
+        with model.record_stages() as times:
+            res = model(batch)["occ_logits"]
+            lidar_ms = times["lidar_encoder"]
+            with model.record_stages(enabled=False) as off:
+                model.lidar_volume(batch["points"], res)  # not recorded anywhere
+            with model.record_stages() as inner:
+                model.lidar_volume(batch["points"], res)
+        assert off is None and set(inner) == {"lidar_encoder"}
+        assert set(times) == set(STAGES) and all(v > 0 for v in times.values())
+        assert times["lidar_encoder"] == lidar_ms  # the inner blocks did not add to the outer dict
+        model(batch)
+        assert set(times) == set(STAGES) and times["lidar_encoder"] == lidar_ms  # nothing after the block
+    assert torch.equal(res, out["occ_logits"])
+
+
 def test_channels_last_3d_layout_gives_the_same_result(model, eval_outputs):
     batch, out = eval_outputs
     model.set_channels_last_3d(True)

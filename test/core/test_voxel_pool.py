@@ -113,9 +113,7 @@ def test_plan_cache_is_keyed_by_exact_geometry():
 
 
 def _transformer(cfg):
-    m = cfg.model
-    return CrossModalLSS(cfg.grid, tuple(cfg.data.input_size), m.img_downsample, m.neck_out_channels, m.mid_channels,
-                         m.feature_channels, m.num_classes, m.aspp_mid_channels, m.depth_dropout_prob)
+    return CrossModalLSS(cfg)
 
 
 def test_frustum_points_project_back_to_their_pixels():

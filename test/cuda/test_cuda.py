@@ -104,14 +104,14 @@ def test_image_transform_on_the_device_equals_cpu_and_pil() -> None:
     rng = np.random.default_rng(0)
     images = [cv2.GaussianBlur(rng.integers(0, 256, (900, 1600, 3), dtype=np.uint8), (0, 0), 3.0) for _ in range(6)]
     cfg = load_config("official")
-    cpu = T.test_image_tensors(images, cfg, "cpu")
-    dev = T.test_image_tensors(images, cfg, DEVICE, pin_memory=True).cpu()
+    cpu = T.eval_image_tensors(images, cfg, "cpu")
+    dev = T.eval_image_tensors(images, cfg, DEVICE, pin_memory=True).cpu()
     grey = (dev - cpu).abs() * torch.from_numpy(T.IMG_STD).view(1, 3, 1, 1)  # grey levels
     # the CPU resizes uint8 in fixed point (as PIL), the GPU in float: rounding ties differ by one level
     assert float(grey.max()) <= 1.0 + 1e-3 and float(grey.mean()) < 0.3, (float(grey.max()), float(grey.mean()))
     # (3, H, W) uint8 tensors already on the device (e.g. nvJPEG output) give the same input
     on_dev = [torch.from_numpy(im).permute(2, 0, 1).to(DEVICE) for im in images]
-    torch.testing.assert_close(T.test_image_tensors(on_dev, cfg, DEVICE).cpu(), dev, rtol=0, atol=0)
+    torch.testing.assert_close(T.eval_image_tensors(on_dev, cfg, DEVICE).cpu(), dev, rtol=0, atol=0)
     pil = np.asarray(Image.fromarray(images[0]).resize((1408, 792)).crop((0, 280, 1408, 792))).astype(np.float64)
     got = dev[0].double().numpy() * T.IMG_STD[:, None, None] + T.IMG_MEAN[:, None, None]
     diff = np.abs(got[::-1].transpose(1, 2, 0) - pil)
@@ -120,7 +120,7 @@ def test_image_transform_on_the_device_equals_cpu_and_pil() -> None:
 
 def test_sparse_depth_on_the_device_equals_cpu() -> None:
     pts, _ = scene_points(np.random.default_rng(1), 40_000)
-    rot, tran = T.image_aug_matrices(T.test_image_aug((900, 1600), (512, 1408)))
+    rot, tran = T.image_aug_matrices(T.eval_image_aug((900, 1600), (512, 1408)))
     mats = [torch.from_numpy(np.asarray(m, np.float64)) for m in
             (rig_extrinsics(), rig_intrinsics(), np.repeat(rot[None], 6, 0), np.repeat(tran[None], 6, 0))]
     cpu = T.sparse_depth_tensors(torch.from_numpy(pts), *mats, (512, 1408), (1.0, 45.0))

@@ -87,7 +87,7 @@ def test_test_transform_is_deterministic_and_official(root: Path) -> None:
     a, b = ds[2], ds[2]
     for k in ("imgs", "points", "sparse_depth", "seg_labels"):
         torch.testing.assert_close(a[k], b[k])
-    aug = T.test_image_aug((900, 1600), CFG.data.input_size)
+    aug = T.eval_image_aug((900, 1600), CFG.data.input_size)
     rot, tran = T.image_aug_matrices(aug)
     torch.testing.assert_close(a["post_rots"][0, 0], torch.from_numpy(rot))
     torch.testing.assert_close(a["post_trans"][0, 0], torch.from_numpy(tran))

@@ -49,13 +49,13 @@ def lift(uvd_aug, sensor2ego, k, post_rot, post_tran, bda):
 
 
 def test_test_transform_matches_official_matrices() -> None:
-    aug = T.test_image_aug(SRC_HW, OFFICIAL.data.input_size)
+    aug = T.eval_image_aug(SRC_HW, OFFICIAL.data.input_size)
     assert aug.resize == pytest.approx(0.88)
     assert aug.crop == (0, 280, 1408, 792)  # rows 280..791, the bottom 512 of 792
     rot, tran = T.image_aug_matrices(aug)
     np.testing.assert_allclose(rot, np.diag([0.88, 0.88, 1.0]), atol=1e-6)
     np.testing.assert_allclose(tran, [0.0, -280.0, 0.0], atol=1e-6)
-    tiny = T.test_image_aug(SRC_HW, CFG.data.input_size)
+    tiny = T.eval_image_aug(SRC_HW, CFG.data.input_size)
     assert tiny.crop == (0, 198 - 128, 352, 198)
 
 
@@ -68,7 +68,7 @@ def test_warped_pixels_follow_matrices(seed: int) -> None:
     h, w = SRC_HW
     vv, uu = np.mgrid[0:h, 0:w].astype(np.float32)
     coords = np.stack([uu, vv, np.ones_like(uu)], axis=-1)
-    aug = T.sample_image_aug(SRC_HW, cfg.data, rng) if seed else T.test_image_aug(SRC_HW, cfg.data.input_size)
+    aug = T.sample_image_aug(SRC_HW, cfg.data, rng) if seed else T.eval_image_aug(SRC_HW, cfg.data.input_size)
     rot, tran = T.image_aug_matrices(aug)
     out = T.warp_image(coords, rot, tran, aug.out_hw)
     assert out.shape == aug.out_hw + (3,)
@@ -157,7 +157,7 @@ def test_sparse_depth_nearest_wins_many_points() -> None:
     """Random clouds: each non-zero pixel holds the minimum depth of the points rounding into it."""
     rng = np.random.default_rng(11)
     s2e = camera_to_ego(-1.0)
-    aug = T.test_image_aug(SRC_HW, CFG.data.input_size)
+    aug = T.eval_image_aug(SRC_HW, CFG.data.input_size)
     rot, tran = T.image_aug_matrices(aug)
     h, w = aug.out_hw
     n = 20000
@@ -200,7 +200,7 @@ def test_label_map_warps_nearest_with_the_image() -> None:
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 17, size=(113, 200)).astype(np.uint8)
     for k in range(10):  # the test transform (separable fast path), then random augmentations
-        aug = T.sample_image_aug(SRC_HW, CFG.data, rng) if k else T.test_image_aug(SRC_HW, CFG.data.input_size)
+        aug = T.sample_image_aug(SRC_HW, CFG.data, rng) if k else T.eval_image_aug(SRC_HW, CFG.data.input_size)
         rot, tran = T.image_aug_matrices(aug)
         out = T.warp_label_map(labels, 8, SRC_HW, rot, tran, aug.out_hw)
         assert out.shape == aug.out_hw and out.dtype == np.uint8
@@ -267,9 +267,9 @@ def _denormalise(imgs: torch.Tensor) -> np.ndarray:
 
 
 @pytest.mark.parametrize("cfg", [CFG, OFFICIAL], ids=["tiny", "official"])
-def test_test_image_inputs_equal_the_official_pil_transform(cfg) -> None:
+def test_eval_image_inputs_equal_the_official_pil_transform(cfg) -> None:
     images = _natural_images(2, SRC_HW, seed=0)
-    imgs, rots, trans = T.test_image_inputs(images, cfg)
+    imgs, rots, trans = T.eval_image_inputs(images, cfg)
     in_h, in_w = cfg.data.input_size
     assert imgs.shape == (2, 3, in_h, in_w) and imgs.dtype == torch.float32
     assert rots.shape == (2, 3, 3) and trans.shape == (2, 3)
@@ -281,43 +281,48 @@ def test_test_image_inputs_equal_the_official_pil_transform(cfg) -> None:
     rot, tran = rots[0].numpy(), trans[0].numpy()
     assert rot[0, 0] == pytest.approx(in_w / SRC_HW[1]) and tran[1] == pytest.approx(-(int(SRC_HW[0] * (in_w / SRC_HW[1])) - in_h))
     # the normalisation is mmcv's (BGR order, RGB mean/std), bit for bit, on unresized pixels
-    same = T.test_image_inputs([images[0][:in_h, :in_w]], cfg)[0][0].numpy()
+    same = T.eval_image_inputs([images[0][:in_h, :in_w]], cfg)[0][0].numpy()
     np.testing.assert_array_equal(same, T.normalize_image(images[0][:in_h, :in_w]))
 
 
-def test_test_image_inputs_per_source_size_and_refusals() -> None:
+def test_eval_image_inputs_per_source_size_and_refusals() -> None:
     images = _natural_images(2, SRC_HW, seed=1)
     # a camera with another source size gets its own resize; (3, H, W) uint8 tensors are accepted
     mixed = [images[0], images[1][:450, :800]]
-    imgs, rots, _ = T.test_image_inputs(mixed, CFG.data)
+    imgs, rots, _ = T.eval_image_inputs(mixed, CFG.data)
     assert imgs.shape == (2, 3, 128, 352) and rots[1, 0, 0].item() == pytest.approx(352 / 800)
     as_tensors = [torch.from_numpy(im).permute(2, 0, 1) for im in mixed]
-    torch.testing.assert_close(T.test_image_inputs(as_tensors, CFG)[0], imgs, atol=0.0, rtol=0.0)
+    torch.testing.assert_close(T.eval_image_inputs(as_tensors, CFG)[0], imgs, atol=0.0, rtol=0.0)
     # a source smaller than the input is padded with black below the crop's top, as PIL's crop does
-    small = T.test_image_inputs([images[0][:100, :352]], CFG)[0][0]
+    small = T.eval_image_inputs([images[0][:100, :352]], CFG)[0][0]
     black = torch.from_numpy(T.normalize_image(np.zeros((1, 1, 3), np.uint8)))[:, 0, 0]
     torch.testing.assert_close(small[:, :28, 5], black[:, None].expand(3, 28))
     with pytest.raises(ValueError, match="uint8"):
-        T.test_image_inputs([images[0].astype(np.float32)], CFG)
+        T.eval_image_inputs([images[0].astype(np.float32)], CFG)
     with pytest.raises(ValueError, match="uint8"):
-        T.test_image_inputs([torch.zeros(3, 10, 10)], CFG)
+        T.eval_image_inputs([torch.zeros(3, 10, 10)], CFG)
 
 
-def test_test_points_thin_like_the_official_pipeline() -> None:
+def test_eval_points_thin_like_the_official_pipeline() -> None:
     rng = np.random.default_rng(0)
     pts = np.column_stack([rng.uniform(-45, 45, (20000, 2)), rng.uniform(-2, 6, 20000), rng.uniform(0, 255, 20000),
                            rng.integers(0, 32, 20000)]).astype(np.float32)
     pts[::50, 0] = np.nan
-    out = T.test_points(pts, OFFICIAL, np.random.default_rng(7))
-    again = T.test_points(pts, OFFICIAL, np.random.default_rng(7))
+    pts[1::70, 3] = np.inf  # non-finite intensity / ring: dropped here, the model does not filter again
+    pts[2::90, 4] = np.nan
+    out = T.eval_points(pts, OFFICIAL, np.random.default_rng(7))
+    again = T.eval_points(pts, OFFICIAL, np.random.default_rng(7))
     np.testing.assert_array_equal(out, again)  # same seed, same points
     lo, hi = np.asarray(OFFICIAL.grid.lower), np.asarray(OFFICIAL.grid.upper)
-    inside = np.all((pts[:, :3] > lo + 1e-3) & (pts[:, :3] < hi - 1e-3), axis=1)
+    inside = np.isfinite(pts).all(1) & np.all((pts[:, :3] > lo + 1e-3) & (pts[:, :3] < hi - 1e-3), axis=1)
     high_rings = inside & (pts[:, 4] > 16)
     assert set(map(tuple, pts[high_rings])) <= set(map(tuple, out))  # every ring above 16 is kept
     low_kept = (out[:, 4] <= 16).sum() / (inside & (pts[:, 4] <= 16)).sum()
     assert 0.17 < low_kept < 0.23  # the rest with probability 0.2
     assert np.isfinite(out).all() and out.dtype == np.float32 and out.flags["C_CONTIGUOUS"]
+    # without thinning (tiny preset) the output is exactly the finite rows inside the box, in order
+    assert CFG.data.lidar_keep_prob == 1.0
+    np.testing.assert_array_equal(T.eval_points(pts, CFG, np.random.default_rng(0)), pts[inside])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -344,7 +349,7 @@ def test_grid_box_decides_like_float64_at_its_edges(dtype) -> None:
 def test_sparse_depth_survives_arbitrary_clouds(points: np.ndarray, yaw: float) -> None:
     """Live LiDAR clouds are untrusted (the predictor feeds them here): NaN, inf and huge values
     never crash, warn or leak; every depth is finite and within [d_min, d_max)."""
-    aug = T.test_image_aug(SRC_HW, CFG.data.input_size)
+    aug = T.eval_image_aug(SRC_HW, CFG.data.input_size)
     rot, tran = T.image_aug_matrices(aug)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
