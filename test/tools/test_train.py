@@ -204,51 +204,51 @@ def grad_rel_diff(a: dict, b: dict) -> float:
 
 
 @pytest.mark.slow
-def test_torchrun_gloo_first_steps_match_one_process(data):
+def test_torchrun_gloo_first_step_matches_one_process(data):
     # Exact equivalence needs loss normalisers that do not depend on the batch split (occupancy CE
     # without mask; the depth/seg losses average over each rank's own LiDAR pixels, as the
-    # reference's DDP does) and no per-rank randomness (--disable-dropout). Contiguous volumes
-    # (--no-channels-last): mkldnn's channels_last convs sum in a thread-dependent order (~3e-3
-    # relative gradient noise between 1 and 2 threads), which would swamp the comparison below.
+    # reference's DDP does) and no per-rank randomness (--disable-dropout). The ranks run the default
+    # layout (channels_last volumes, CpuSyncBatchNorm on NDHWC), the one-process reference contiguous
+    # volumes: mkldnn's channels_last weight gradients of a batch of 2 are summed in a different order
+    # (7e-3 relative against the DDP run, measured), the contiguous ones agree with it to ~1e-4.
     cfg = tiny_variant(data["base"] / "tiny_ddp.yaml", data={"num_lidar_sweeps": 2, "use_mask": False},
                        train={"loss_depth_weight": 0.0, "loss_seg_weight": 0.0})
-    args = ["--max-iters", "2", "--log-interval", "1", "--checkpoint-interval", "1", "--keep-checkpoints", "2",
-            "--disable-dropout", "--no-channels-last"]
-    single = data["base"] / "single_b2"
-    proc = run(train_cmd(data, single, "--batch-size", "2", *args, cfg=cfg))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ddp = data["base"] / "ddp_2x1"
-    cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "fusionocc_core.tools.train",
-           *train_cmd(data, ddp, "--batch-size", "1", *args, cfg=cfg)[1:]]
-    cmd[cmd.index("--threads") + 1] = "1"
-    proc = run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "on 2 process(es), global batch 2" in proc.stdout
+    args = ["--max-iters", "1", "--log-interval", "1", "--checkpoint-interval", "1", "--disable-dropout"]
+    one_thread = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def cmd_for(work: Path, batch: int, ranks: int = 1) -> list[str]:
+        cmd = train_cmd(data, work, "--batch-size", str(batch), *args, *([] if ranks > 1 else ["--no-channels-last"]),
+                        cfg=cfg)
+        cmd[cmd.index("--threads") + 1] = "1"
+        if ranks > 1:
+            cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", str(ranks), "-m",
+                   "fusionocc_core.tools.train", *cmd[1:]]
+        return cmd
+
+    single, ddp, alone = data["base"] / "single_b2", data["base"] / "ddp_2x1", data["base"] / "single_b1"
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=one_thread)
+             for c in (cmd_for(ddp, 1, ranks=2), cmd_for(single, 2), cmd_for(alone, 1))]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert "on 2 process(es), global batch 2" in outs[0][0]
 
     log_s, log_d = read_log(single / "log.csv"), read_log(ddp / "log.csv")
-    assert len(log_s) == len(log_d) == 2
-    # step 1: the same forward (sharded data + synchronized BN); step 2: the same update
-    assert float(log_d[0]["loss"]) == pytest.approx(float(log_s[0]["loss"]), rel=1e-5)
-    assert float(log_d[1]["loss"]) == pytest.approx(float(log_s[1]["loss"]), rel=1e-4)
-    s1, d1 = load_train_checkpoint(single / "iter_0000001.pth"), load_train_checkpoint(ddp / "iter_0000001.pth")
+    assert len(log_s) == len(log_d) == 1
+    # the same forward (sharded data + synchronized BN)
+    assert float(log_d[0]["loss"]) == pytest.approx(float(log_s[0]["loss"]), rel=1e-4)
+    s1, d1, a1 = (load_train_checkpoint(w / "iter_0000001.pth") for w in (single, ddp, alone))
     assert d1["world_size"] == 2 and d1["global_batch"] == 2 and len(d1["rng"]) == 2
-    # the averaged gradient equals the one-process batch-2 gradient up to float32 summation order
-    # (measured ~6e-5, the same as one process on 1 vs 2 threads)
-    assert grad_rel_diff(s1, d1) < 1e-3
     assert d1["scheduler"] == s1["scheduler"]
-    alone = data["base"] / "single_b1"  # what rank 0 computes from its own sample, without DDP
-    proc = run(train_cmd(data, alone, "--batch-size", "1", "--max-iters", "1", "--disable-dropout", "--no-channels-last",
-                         cfg=cfg))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert grad_rel_diff(s1, load_train_checkpoint(alone / "latest.pth")) > 1e-2  # measured 0.11
-    # the default channels_last layout under DDP (CpuSyncBatchNorm on NDHWC volumes): the same
-    # first-step loss; its gradients differ from the contiguous run only by summation-order noise
-    # (measured 1e-4; up to ~3e-3 between thread counts), far below a different sample's (0.11)
-    ddp_cl = data["base"] / "ddp_2x1_channels_last"
-    cmd_cl = [c for c in cmd if c != "--no-channels-last"]
-    cmd_cl[cmd_cl.index("--work-dir") + 1] = str(ddp_cl)
-    cmd_cl[cmd_cl.index("--max-iters") + 1] = "1"
-    proc = run(cmd_cl, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert float(read_log(ddp_cl / "log.csv")[0]["loss"]) == pytest.approx(float(log_s[0]["loss"]), rel=1e-4)
-    assert grad_rel_diff(s1, load_train_checkpoint(ddp_cl / "latest.pth")) < 1e-2
+    # the averaged gradient equals the one-process batch-2 gradient up to float32 summation order,
+    # far below the gradient of rank 0's own sample without DDP
+    assert grad_rel_diff(s1, d1) < 1e-3  # measured 2.1e-4
+    assert grad_rel_diff(s1, a1) > 1e-2  # measured 0.116
+    # hence the same update: the weights after the step (BatchNorm statistics aside) moved alike; a
+    # different gradient moves them elsewhere. AdamW's first step moves each weight by ~lr x the sign of
+    # its gradient, so the few near-zero gradients whose sign the summation order flips show up here
+    # (measured 0.034 against 0.82 for rank 0's own sample)
+    keys = [k for k, v in s1["state_dict"].items() if v.is_floating_point() and "running_" not in k]
+    delta = sum(float(((d1["state_dict"][k] - s1["state_dict"][k]) ** 2).sum()) for k in keys) ** 0.5
+    delta_alone = sum(float(((a1["state_dict"][k] - s1["state_dict"][k]) ** 2).sum()) for k in keys) ** 0.5
+    assert delta < 0.25 * delta_alone
