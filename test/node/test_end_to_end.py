@@ -31,10 +31,13 @@ def test_live_node_publishes_every_key_frame_like_replay(scene_bag: Path, tiny_c
 
     live = tmp_path / "live"
     # every key-frame must come out: sets queue for the model (inference.queue_size) instead of the
-    # newest winning, so a loaded machine's slow inference delays frames but drops none
+    # newest winning, so a loaded machine's slow inference delays frames but drops none. 6.25 s of
+    # wall between key-frames: on a loaded machine a fragment of a multi-MB message lost on loopback
+    # is re-sent at Fast DDS's next heartbeat (every 3 s); at 0.25x (2 s) such an image once came
+    # after the next key-frame had already decided its set (camera_late, the set dropped)
     result = run_live(scene_bag, live, tiny_checkpoint, REPO / "config" / "occ_node.yaml",
                       expected_frames=len(lidar_stamps), overrides={"model.config": "tiny", "inference.queue_size": 8},
-                      rate=0.25, timeout_s=400, log_dir=tmp_path, launch_args={"namespace": NAMESPACE, "node_name": NODE})
+                      rate=0.08, timeout_s=400, log_dir=tmp_path, launch_args={"namespace": NAMESPACE, "node_name": NODE})
     assert result.node_returncode == 0, result.node_log[-2000:]
     assert "Traceback" not in result.node_log, result.node_log[-3000:]
 
