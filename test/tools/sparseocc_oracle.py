@@ -131,12 +131,14 @@ def render_ray(occ: np.ndarray, o32: np.ndarray, e32: np.ndarray) -> tuple[float
     return float(np.float32(dist[-1])), path[-1]
 
 
-def render(occ: np.ndarray, o32: np.ndarray, e32: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def render(occs: np.ndarray, o32: np.ndarray, e32: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The same kernel for all rays at once (lock-step, every ray runs until the kernel would stop
-    it): (pred_dist (R,) float32 voxel units, coord_index (R, 3))."""
+    it), for V occupancy volumes seen from the same origin along the same rays (the walk through the
+    voxels does not depend on the volume, only what it hits): occs (V, X, Y, Z) bool ->
+    (pred_dist (V, R) float32 voxel units, coord_index (V, R, 3))."""
     o = o32.astype(np.float64)
     e = e32.astype(np.float64)
-    num = len(e)
+    num, nvol = len(e), len(occs)
     r = e - o[None]
     gt_d = np.sqrt(r[:, 0] * r[:, 0] + r[:, 1] * r[:, 1] + r[:, 2] * r[:, 2])
     dvec = r / gt_d[:, None]
@@ -147,10 +149,9 @@ def render(occ: np.ndarray, o32: np.ndarray, e32: np.ndarray) -> tuple[np.ndarra
         t_max = np.where(nz, (vox + np.where(stepv < 0, 0, 1) - o[None]) / dvec, DBL_MAX)
         t_delta = np.where(nz, stepv / dvec, DBL_MAX)
     size = np.array(SIZE_XYZ)
-    pred = np.full(num, -1.0)
-    coord = np.zeros((num, 3), np.int64)
-    found = np.zeros(num, bool)
-    count = np.zeros(num, np.int64)
+    pred = np.full((nvol, num), -1.0)
+    coord = np.zeros((nvol, num, 3), np.int64)
+    found = np.zeros((nvol, num), bool)
     was_inside = np.zeros(num, bool)
     live = np.arange(num)
     for _ in range(MAX_STEP + 1):
@@ -165,31 +166,34 @@ def render(occ: np.ndarray, o32: np.ndarray, e32: np.ndarray) -> tuple[np.ndarra
         d = tm[np.arange(live.size), ax]
         ins = live[inside]
         vin = v[inside]
-        first = ~found[ins] & occ[vin[:, 0], vin[:, 1], vin[:, 2]]
-        pred[ins[first]] = d[inside][first]
-        coord[ins[first]] = vin[first]
-        found[ins[first]] = True
-        last = ~found[ins]
-        pred[ins[last]] = d[inside][last]  # the last voxel so far, for rays that never hit
-        coord[ins[last]] = vin[last]
-        count[ins] += 1
+        din = d[inside]
+        for k in range(nvol):
+            first = ~found[k, ins] & occs[k][vin[:, 0], vin[:, 1], vin[:, 2]]
+            pred[k, ins[first]] = din[first]
+            coord[k, ins[first]] = vin[first]
+            found[k, ins[first]] = True
+            last = ~found[k, ins]
+            pred[k, ins[last]] = din[last]  # the last voxel so far, for rays that never hit
+            coord[k, ins[last]] = vin[last]
         was_inside[ins] = True
         vox[live, ax] += stepv[live, ax]
         t_max[live, ax] += t_delta[live, ax]
     return pred.astype(np.float32), coord
 
 
-def pcd(sem: np.ndarray, origins_t: np.ndarray, rays: np.ndarray) -> np.ndarray:
-    """process_one_sample: (T*R, 2) float32 [label, distance in metres] for one volume."""
-    occ = sem != FREE
-    out = []
+def pcd(sems: list[np.ndarray], origins_t: np.ndarray, rays: np.ndarray) -> list[np.ndarray]:
+    """process_one_sample for each volume of `sems` (same origins): (T*R, 2) float32 [label,
+    distance in metres] per volume."""
+    occs = np.stack([sem != FREE for sem in sems])
+    out: list[list[np.ndarray]] = [[] for _ in sems]
     for origin in origins_t:
         o32, e32 = render_inputs(origin, rays)
-        dist, coord = render(occ, o32, e32)
-        dist = dist * np.float32(VOXEL)  # pred_dist *= _voxel_size, float32 tensor
-        label = sem[coord[:, 0], coord[:, 1], coord[:, 2]].astype(np.float32)
-        out.append(np.stack([label, dist], axis=1))
-    return np.concatenate(out)
+        dist, coord = render(occs, o32, e32)
+        for k, sem in enumerate(sems):
+            dist_m = dist[k] * np.float32(VOXEL)  # pred_dist *= _voxel_size, float32 tensor
+            label = sem[coord[k, :, 0], coord[k, :, 1], coord[k, :, 2]].astype(np.float32)
+            out[k].append(np.stack([label, dist_m], axis=1))
+    return [np.concatenate(o) for o in out]
 
 
 def rayiou(preds: list[np.ndarray], gts: list[np.ndarray], origin_list: list[np.ndarray]) -> dict[str, float]:
@@ -197,7 +201,7 @@ def rayiou(preds: list[np.ndarray], gts: list[np.ndarray], origin_list: list[np.
     rays = lidar_rays()
     pred_list, gt_list = [], []
     for pred, gt, o in zip(preds, gts, origin_list):
-        p, g = pcd(pred, o, rays), pcd(gt, o, rays)
+        p, g = pcd([pred, gt], o, rays)
         valid = g[:, 0].astype(np.int32) != FREE
         pred_list.append(p[valid])
         gt_list.append(g[valid])
