@@ -173,7 +173,11 @@ def test_failed_save_keeps_the_good_checkpoint(data, uninterrupted):
     assert not list(work.glob("iter_*.pth"))
 
 
-def test_bad_inputs_are_one_line_errors(data, tmp_path):
+def test_bad_inputs_are_one_line_errors(data, tmp_path, capsys):
+    # in this process (fusionocc-train's main, as the console script runs it): five subprocesses
+    # would spend most of their time importing torch
+    from fusionocc_core.tools import train as train_tool
+
     missing_infos = dict(data, train=tmp_path / "nope.pkl")
     cases = [
         (train_cmd(missing_infos, tmp_path / "w1", "--max-iters", "1"), "nope.pkl: file not found"),
@@ -184,12 +188,20 @@ def test_bad_inputs_are_one_line_errors(data, tmp_path):
                    cfg=tiny_variant(tmp_path / "bad_weights.yaml", train={"class_weights": "focal"})),
          "class weights: train.class_weights must be null, 'enet' or a list"),
     ]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd, _ in cases]
-    for proc, (_, needle) in zip(procs, cases):  # independent runs: started together, checked one by one
-        _, stderr = proc.communicate(timeout=300)
-        lines = stderr.strip().splitlines()
-        assert proc.returncode == 1 and len(lines) == 1 and needle in lines[0], stderr[-2000:]
-        assert lines[0].startswith("fusionocc-train: error: ")
+    # what main sets for the whole process, given back to this test process afterwards
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.get_num_threads(), torch.random.get_rng_state())
+    try:
+        for cmd, needle in cases:
+            capsys.readouterr()
+            code = train_tool.main(cmd[1:])
+            lines = capsys.readouterr().err.strip().splitlines()
+            assert code == 1 and len(lines) == 1 and needle in lines[0], (cmd, lines)
+            assert lines[0].startswith("fusionocc-train: error: ")
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.set_num_threads(saved[2])
+        torch.random.set_rng_state(saved[3])
 
 
 def grad_rel_diff(a: dict, b: dict) -> float:
