@@ -147,7 +147,6 @@ class OccupancyNode(Node):
         self._worker = threading.Thread(target=self._work, name="fusionocc_inference", daemon=True)
         self._worker.start()
         self._last_wait_log = 0.0
-        self._lidar_rx: dict[int, float] = {}  # LiDAR stamp -> monotonic receive time
         self.get_logger().info(
             f"ready: model '{self.cfg.name}' on {self.params['model.device']} ({self.params['model.precision']}), "
             f"{len(self.cameras)} cameras, outputs {', '.join(self.params['outputs.enabled'])}")
@@ -159,11 +158,7 @@ class OccupancyNode(Node):
 
     def _on_lidar(self, msg: PointCloud2) -> None:
         self.diag.tick_input("lidar", self._now_ns())
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        self._lidar_rx[stamp] = time.monotonic()  # for the receipt-to-publish latency
-        while len(self._lidar_rx) > 64:
-            self._lidar_rx.pop(next(iter(self._lidar_rx)))
-        self._submit(self.pipeline.add_lidar(msg))
+        self._submit(self.pipeline.add_lidar(msg, received_s=time.monotonic()))  # receipt-to-publish latency
 
     def _on_image(self, camera: str, msg: Any) -> None:
         self.diag.tick_input(f"{camera.lower()}/image", self._now_ns())
@@ -222,9 +217,8 @@ class OccupancyNode(Node):
         # stamp -> publish on the node's clock (sim time when replaying with /clock), and
         # LiDAR message receipt -> publish on the steady clock (the node's own share)
         self.diag.latency("end_to_end", max(self._now_ns() - result.stamp_ns, 0) / 1e9)
-        received = self._lidar_rx.get(result.stamp_ns)
-        if received is not None:
-            self.diag.latency("receipt_to_publish", time.monotonic() - received)
+        if result.received_s is not None:
+            self.diag.latency("receipt_to_publish", time.monotonic() - result.received_s)
 
     def _publish_diagnostics(self) -> None:
         counters = self.pipeline.counters()

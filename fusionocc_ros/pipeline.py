@@ -32,6 +32,9 @@ class PredictorLike(Protocol):
     def predict(self, frame_set: FrameSet) -> Any: ...
 
 
+RECEIPTS_KEPT = 64  # receipt times remembered for sweeps not inferred yet
+
+
 @dataclass
 class PipelineSettings:
     """Everything the node's YAML configures below the model (see config/occ_node.yaml)."""
@@ -62,6 +65,7 @@ class PipelineResult:
     confidence: np.ndarray | None
     messages: dict[str, bytes]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    received_s: float | None = None  # when its LiDAR message arrived (add_lidar's received_s)
 
 
 class OccupancyPipeline:
@@ -89,6 +93,8 @@ class OccupancyPipeline:
         self._reported: set[str] = set()
         self._lock = threading.Lock()
         self.tf = TfBuffer(cache_time_s=settings.tf_cache_s)
+        self._received: dict[int, float] = {}  # LiDAR stamp -> receipt time, for the newest sweeps
+        self._received_lock = threading.Lock()  # add_lidar (callbacks) and infer (worker) both use it
         self.sync = LidarAnchoredSync(
             self.camera_names,
             window_before_s=settings.sync_window_before_s,
@@ -165,13 +171,19 @@ class OccupancyPipeline:
             return []
         return self._observe(self.sync.add_camera(camera, stamp, msg))
 
-    def add_lidar(self, msg: Any) -> list[SyncedSet]:
-        """A PointCloud2 sweep; returns the synchronized sets this completes (oldest first)."""
+    def add_lidar(self, msg: Any, received_s: float | None = None) -> list[SyncedSet]:
+        """A PointCloud2 sweep; returns the synchronized sets this completes (oldest first).
+        `received_s` (any monotonic clock) comes back as its result's `received_s`."""
         try:
             stamp = header_stamp_ns(msg)
         except ConversionError as exc:
             self._problem("bad_cloud", str(exc))
             return []
+        if received_s is not None:
+            with self._received_lock:
+                self._received[stamp] = received_s
+                while len(self._received) > RECEIPTS_KEPT:
+                    self._received.pop(next(iter(self._received)))
         if self.tf.observe_time(stamp):  # replay has no clock: the sensor stamps jumped back
             self._held.clear()
             self._clock = 0  # the old timeline's newest set would expire every set held on the new one
@@ -266,7 +278,9 @@ class OccupancyPipeline:
         timings = {f"model_{k}": float(v) for k, v in (getattr(prediction, "timings", None) or {}).items()}
         timings.update(assemble=(t1 - t0) * 1e3, predict=(t2 - t1) * 1e3, encode=(t3 - t2) * 1e3)
         self.frames_out += 1
-        return PipelineResult(stamp, labels, confidence, messages, timings)
+        with self._received_lock:
+            received = self._received.pop(stamp, None)
+        return PipelineResult(stamp, labels, confidence, messages, timings, received)
 
     def counters(self) -> dict[str, int]:
         """Drop counters of every stage (sync reasons included) for diagnostics."""

@@ -13,15 +13,13 @@ taken to be at least 7/8 of its smallest recent interval apart (the minimum of i
 INTERVAL_HISTORY intervals, once MIN_INTERVALS are known), so with cameras buffered before the
 LiDAR the set is decided as soon as the LiDAR arrives. (A camera that suddenly speeds up may so
 get an in-window frame that a later, nearer one would have beaten.) A sweep still waiting for a
-camera is decided anyway once the stream clock passes t + after + max_wait; the stream clock is
-the newest LiDAR stamp, or a time given to `poll(now_ns)` in the same time base. Everything is a
-pure function of the stamps and the per-topic call order -- no wall clock -- so the same input
+camera is decided anyway once a later sweep's stamp passes t + after + max_wait (the LiDAR is the
+stream clock: a graph whose LiDAR stops has nothing to decide). Everything is a pure function of the stamps and the per-topic call order -- no wall clock -- so the same input
 gives the same sets.
 
 Each sweep that yields no set is counted in `drops` under one reason:
   missing_camera      a camera had no frame in the window when the sweep was decided
   lidar_out_of_order  the sweep's stamp was <= the previous sweep's (small step back)
-  stale               older than `stale_after` behind the clock given to poll()
   buffer_overflow     too many sweeps waiting; the oldest was given up
   time_jump           pending when the LiDAR stamps jumped back by > reset_jump (bag loop)
 Camera frames thrown away are counted in `discarded` (camera_out_of_order, camera_late,
@@ -38,7 +36,7 @@ from typing import Any, Callable, Sequence
 
 NS = 1_000_000_000
 
-DROP_REASONS = ("missing_camera", "lidar_out_of_order", "stale", "buffer_overflow", "time_jump")
+DROP_REASONS = ("missing_camera", "lidar_out_of_order", "buffer_overflow", "time_jump")
 DISCARD_REASONS = ("camera_out_of_order", "camera_late", "camera_buffer_overflow", "camera_time_jump")
 INTERVAL_HISTORY = 8  # a camera's frame interval is the smallest of its last 8 ...
 MIN_INTERVALS = 3  # ... once 3 are known (before that, a set waits for a frame >= t)
@@ -113,7 +111,6 @@ class LidarAnchoredSync:
         max_wait_s: float = 0.1,
         camera_buffer_size: int = 16,
         max_pending: int = 8,
-        stale_after_s: float = 1.0,
         reset_jump_s: float = 1.0,
         on_drop: Callable[[str, int, str], None] | None = None,
     ):
@@ -127,24 +124,21 @@ class LidarAnchoredSync:
         for name, value in (("camera_buffer_size", camera_buffer_size), ("max_pending", max_pending)):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
-        for name, value in (("stale_after_s", stale_after_s), ("reset_jump_s", reset_jump_s)):
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
+        if not reset_jump_s > 0:
+            raise ValueError(f"reset_jump_s must be > 0, got {reset_jump_s}")
         self.camera_names = tuple(camera_names)
         self.before_ns = int(round(window_before_s * NS))
         self.after_ns = int(round(window_after_s * NS))
         self.max_wait_ns = int(round(max_wait_s * NS))
         self.camera_buffer_size = int(camera_buffer_size)
         self.max_pending = int(max_pending)
-        self.stale_ns = int(round(stale_after_s * NS))
         self.reset_jump_ns = int(round(reset_jump_s * NS))
         self.on_drop = on_drop
 
         self._lock = threading.RLock()  # on_drop may read stats() while it is held
         self._cams = {name: _CameraBuffer() for name in self.camera_names}
         self._pending: deque[tuple[int, Any]] = deque()
-        self._last_lidar: int | None = None
-        self._clock: int | None = None
+        self._last_lidar: int | None = None  # the stream clock
         self._events: list[tuple[str, int, str]] = []
         self.emitted = 0
         self.drops: Counter[str] = Counter({r: 0 for r in DROP_REASONS})
@@ -163,11 +157,7 @@ class LidarAnchoredSync:
                 else:
                     self._drop("lidar_out_of_order", t, f"stamp {t / NS:.6f}s <= previous {self._last_lidar / NS:.6f}s")
                     return self._finish([])
-            if self._clock is not None and t < self._clock - self.stale_ns:
-                self._drop("stale", t, f"{(self._clock - t) / 1e6:.0f} ms behind the clock")
-                return self._finish([])
             self._last_lidar = t
-            self._clock = t if self._clock is None else max(self._clock, t)
             self._pending.append((t, payload))
             while len(self._pending) > self.max_pending:
                 old, _ = self._pending.popleft()
@@ -199,13 +189,6 @@ class LidarAnchoredSync:
             if len(buf.stamps) > self.camera_buffer_size:
                 del buf.stamps[0], buf.payloads[0]
                 self.discarded["camera_buffer_overflow"] += 1
-            return self._finish(self._decide())
-
-    def poll(self, now_ns: int) -> list[SyncedSet]:
-        """Advance the stream clock to `now_ns` (same time base as the stamps) and decide what is due."""
-        with self._lock:
-            now = int(now_ns)
-            self._clock = now if self._clock is None else max(self._clock, now)
             return self._finish(self._decide())
 
     def flush(self) -> list[SyncedSet]:
@@ -261,7 +244,6 @@ class LidarAnchoredSync:
             if buf.newest is not None and buf.newest > t + self.reset_jump_ns:
                 buf.clear()  # this camera has not jumped yet: its next frame starts afresh
         self._last_lidar = None
-        self._clock = None
 
     def _settled(self, buf: _CameraBuffer, t: int, lo: int, hi: int) -> bool:
         """True when no frame this camera may still deliver could be its pick for the sweep at t."""
@@ -282,7 +264,7 @@ class LidarAnchoredSync:
         out: list[SyncedSet] = []
         while self._pending:
             t, payload = self._pending[0]
-            due = force or (self._clock is not None and self._clock > t + self.after_ns + self.max_wait_ns)
+            due = force or (self._last_lidar is not None and self._last_lidar > t + self.after_ns + self.max_wait_ns)
             lo, hi = t - self.before_ns, t + self.after_ns
             if not due and not all(self._settled(buf, t, lo, hi) for buf in self._cams.values()):
                 break  # a camera may still deliver a nearer frame

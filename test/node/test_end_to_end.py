@@ -73,3 +73,5 @@ def test_live_node_publishes_every_key_frame_like_replay(scene_bag: Path, tiny_c
     assert diagnostics, "the node published no /diagnostics"
     names = {s.name for d in diagnostics for s in d.status}
     assert any("latency" in n for n in names) and any("inputs" in n for n in names)
+    latency_keys = {kv.key for d in diagnostics for st in d.status if "latency" in st.name for kv in st.values}
+    assert {"end_to_end p50_ms", "receipt_to_publish p50_ms"} <= latency_keys, sorted(latency_keys)

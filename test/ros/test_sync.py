@@ -111,17 +111,18 @@ def test_a_camera_that_stops_is_waited_for_a_bounded_time_then_counted():
     assert sync.drops["missing_camera"] == 6  # + the sweep at 5.5 s, decided by the 6.0 s sweep's cameras
 
 
-def test_poll_decides_with_an_external_clock_and_flush_decides_everything():
+def test_a_later_sweep_decides_a_waiting_one_and_flush_decides_everything():
     sync = LidarAnchoredSync(["a", "b"], window_after_s=0.06, max_wait_s=0.1)
     sync.add_lidar(1000 * MS, "L")
     sync.add_camera("a", 1010 * MS, "a1")
-    assert sync.poll(1100 * MS) == []  # 1.16 s deadline not reached
-    assert sync.poll(1161 * MS) == [] and sync.drops["missing_camera"] == 1
+    assert sync.add_lidar(1160 * MS, "L1") == []  # the LiDAR is the clock: 1.16 s deadline not passed
+    assert sync.pending == 2 and sync.drops["missing_camera"] == 0
+    assert sync.add_lidar(1161 * MS, "L1b") == [] and sync.drops["missing_camera"] == 1  # passed: b never came
     sync.add_lidar(2000 * MS, "L2")
     sync.add_camera("a", 2010 * MS, "a2")
     sync.add_camera("b", 1990 * MS, "b2")
-    (s,) = sync.flush()
-    assert s.cameras == ("a2", "b2") and sync.pending == 0
+    (s,) = sync.flush()  # (the 2.0 s sweep decided those of 1.160 and 1.161 s: no frame in their windows)
+    assert s.cameras == ("a2", "b2") and sync.pending == 0 and sync.drops["missing_camera"] == 3
 
 
 def test_lidar_stamps_going_backwards_are_dropped_and_a_big_jump_resets():
@@ -178,17 +179,10 @@ def test_camera_buffers_are_bounded():
     assert sync.discarded["camera_buffer_overflow"] == 7
 
 
-def test_stale_sweeps_behind_the_polled_clock_are_dropped():
-    sync = LidarAnchoredSync(["a"], stale_after_s=1.0)
-    sync.poll(10_000 * MS)
-    assert sync.add_lidar(8_500 * MS, "late") == []
-    assert sync.drops["stale"] == 1
-
-
 def test_frames_for_already_decided_sweeps_are_counted_late():
     sync = LidarAnchoredSync(["a"], window_before_s=0.02)
     sync.add_lidar(1000 * MS, "L")
-    sync.poll(2000 * MS)  # decided: missing
+    sync.add_lidar(1500 * MS, "L2")  # decides the first sweep: missing
     assert sync.add_camera("a", 950 * MS, "late") == []
     assert sync.discarded["camera_late"] == 1
 
@@ -260,24 +254,22 @@ def test_any_arrival_interleaving_matches_the_brute_force_choice(lidar, a, b, or
 
 
 events_strategy = st.lists(
-    st.tuples(st.sampled_from(["lidar", "a", "b", "poll"]), st.integers(-5_000, 5_000)), max_size=80
+    st.tuples(st.sampled_from(["lidar", "a", "b"]), st.integers(-5_000, 5_000)), max_size=80
 )
 
 
 @settings(max_examples=150, deadline=None)
 @given(events=events_strategy, max_pending=st.integers(1, 4), buffer=st.integers(1, 5))
 def test_hostile_stamp_sequences_never_crash_and_every_sweep_is_accounted_for(events, max_pending, buffer):
-    """Arbitrary stamps (backwards, duplicates, jumps, polls): each sweep ends up emitted, dropped
+    """Arbitrary stamps (backwards, duplicates, jumps): each sweep ends up emitted, dropped
     with a reason, or still pending -- never lost, never an exception."""
     sync = LidarAnchoredSync(["a", "b"], max_pending=max_pending, camera_buffer_size=buffer,
-                             reset_jump_s=1.0, stale_after_s=0.5)
+                             reset_jump_s=1.0)
     seen = []
     for topic, ms in events:
         t = ms * MS
         if topic == "lidar":
             seen += sync.add_lidar(t, ms)
-        elif topic == "poll":
-            seen += sync.poll(t)
         else:
             seen += sync.add_camera(topic, t, ms)
     assert sync.emitted == len(seen)
