@@ -20,7 +20,7 @@ from collections import deque
 from pathlib import Path
 import time
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -40,9 +40,11 @@ from fusionocc_ros.diagnostics import Diagnostics
 from fusionocc_ros.encoders import RateLimiter
 from fusionocc_ros.params import (NODE_NAME, PARAMETERS, RUNTIME_PREFIX, ParameterError, check_types,
                                    pipeline_settings, resolve, validate)
-from fusionocc_ros.pipeline import OccupancyPipeline, PipelineResult
 from fusionocc_ros.sync import SyncedSet
 from fusionocc_ros.topics import DIAGNOSTICS, IMAGE_KINDS, TF, TF_STATIC
+
+if TYPE_CHECKING:
+    from fusionocc_ros.pipeline import PipelineResult
 
 PARAMETER_TYPES = {"string": Parameter.Type.STRING, "double": Parameter.Type.DOUBLE, "integer": Parameter.Type.INTEGER,
                    "bool": Parameter.Type.BOOL, "string_array": Parameter.Type.STRING_ARRAY}
@@ -71,6 +73,7 @@ class OccupancyNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         from fusionocc_core.predictor import Predictor  # heavy (torch): after the parameters are valid
+        from fusionocc_ros.pipeline import OccupancyPipeline
 
         try:
             self.cfg: Config = load_config(self.params["model.config"])

@@ -5,14 +5,37 @@ with the same checks and the same one-line reasons (`cannot start: <reason>`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from fusionocc_core.classes import CLASS_NAMES, FREE_LABEL
-from fusionocc_ros.pipeline import OUTPUTS, PipelineSettings
 from fusionocc_ros.topics import IMAGE_KINDS, NODE_NAME
+
+OUTPUTS = ("markers", "voxels", "cloud")
+
+
+@dataclass
+class PipelineSettings:
+    """Everything the node's YAML configures below the model (see config/occ_node.yaml)."""
+
+    ego_frame: str = "base_link"
+    fixed_frame: str = "map"
+    sync_window_before_s: float = 0.06
+    sync_window_after_s: float = 0.01
+    sync_max_wait_s: float = 0.2
+    camera_buffer_size: int = 16
+    history_spacing_s: float = 0.5
+    history_tolerance_s: float = 0.25
+    tf_cache_s: float = 10.0
+    outputs: tuple[str, ...] = OUTPUTS
+    class_filter: tuple[str, ...] = ()  # class names drawn in markers/cloud; () = every non-free class
+    marker_lifetime_s: float = 1.0
+    marker_alpha: float = 1.0
+    publish_confidence: bool = True
+    tf_wait_s: float = 0.5  # stream time a set may wait for its TF / calibration (a localisation lag)
 
 # name -> (type, description). All required: values come from the parameters YAML.
 PARAMETERS: dict[str, tuple[str, str]] = {

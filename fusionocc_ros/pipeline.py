@@ -22,38 +22,15 @@ from fusionocc_ros.assembler import AssemblyError, FrameAssembler
 from fusionocc_ros.conversions import ConversionError, header_stamp_ns
 from fusionocc_ros.encoders import MarkerArrayEncoder, PointCloudEncoder, VoxelGridEncoder, occupied_voxels
 from fusionocc_ros.gpu_decode import cuda_jpeg_decoder
+from fusionocc_ros.params import OUTPUTS, PipelineSettings
 from fusionocc_ros.sync import LidarAnchoredSync, SyncedSet
 from fusionocc_ros.tf_buffer import TfBuffer
-
-OUTPUTS = ("markers", "voxels", "cloud")
-
 
 class PredictorLike(Protocol):
     def predict(self, frame_set: FrameSet) -> Any: ...
 
 
 RECEIPTS_KEPT = 64  # receipt times remembered for sweeps not inferred yet
-
-
-@dataclass
-class PipelineSettings:
-    """Everything the node's YAML configures below the model (see config/occ_node.yaml)."""
-
-    ego_frame: str = "base_link"
-    fixed_frame: str = "map"
-    sync_window_before_s: float = 0.06
-    sync_window_after_s: float = 0.01
-    sync_max_wait_s: float = 0.2
-    camera_buffer_size: int = 16
-    history_spacing_s: float = 0.5
-    history_tolerance_s: float = 0.25
-    tf_cache_s: float = 10.0
-    outputs: tuple[str, ...] = OUTPUTS
-    class_filter: tuple[str, ...] = ()  # class names drawn in markers/cloud; () = every non-free class
-    marker_lifetime_s: float = 1.0
-    marker_alpha: float = 1.0
-    publish_confidence: bool = True
-    tf_wait_s: float = 0.5  # stream time a set may wait for its TF / calibration (a localisation lag)
 
 
 @dataclass
