@@ -127,9 +127,19 @@ class OccupancyPipeline:
         """The clock jumped back (the node's clock jump callback): clear TF histories as tf2_ros does,
         and forget the sets held on the old timeline."""
         self.tf.clear_dynamic()
+        self._forget_timeline()
+        self._problem("tf_time_jump", f"{detail}: TF history cleared")
+
+    def _forget_timeline(self) -> None:
+        """Time went back: drop what belongs to the old timeline (sets held for TF, the assembler's
+        history, the predictor's cached features, which are keyed by stamp and could be served for
+        a different frame that reuses a stamp)."""
         self._held.clear()
         self._clock = 0  # the old timeline's newest set would expire every set held on the new one
-        self._problem("tf_time_jump", f"{detail}: TF history cleared")
+        self.assembler.reset()
+        reset = getattr(self.predictor, "reset", None)
+        if reset is not None:
+            reset()
 
     def add_camera_info(self, camera: str, msg: Any) -> list[SyncedSet]:
         """A CameraInfo; may release the set held at start-up."""
@@ -162,8 +172,7 @@ class OccupancyPipeline:
                 while len(self._received) > RECEIPTS_KEPT:
                     self._received.pop(next(iter(self._received)))
         if self.tf.observe_time(stamp):  # replay has no clock: the sensor stamps jumped back
-            self._held.clear()
-            self._clock = 0  # the old timeline's newest set would expire every set held on the new one
+            self._forget_timeline()
             self._problem("tf_time_jump", f"LiDAR stamps jumped back to {stamp / 1e9:.3f} s: TF history cleared")
         sets = self.sync.add_lidar(stamp, msg)
         self.assembler.observe_lidar(stamp, msg)

@@ -255,3 +255,28 @@ def test_folded_batchnorm_gives_the_unfolded_logits_and_keeps_the_state_dict() -
     before = pred.model.pre_process_net.layers[0][0].conv1.bn.running_mean.clone()
     pred.model(batch)
     assert not torch.equal(before, pred.model.pre_process_net.layers[0][0].conv1.bn.running_mean)
+
+
+def test_a_time_jump_back_forgets_the_cached_features_so_the_new_timeline_hits_the_cache():
+    """A looping bag or a restarted sim clock: the cache keeps the newest stamps, so without the
+    pipeline's reset the new (older) stamps were evicted at once and every frame ran the backbone
+    twice; after time_jumped the new timeline's previous frame comes from the cache again."""
+    from pathlib import Path
+
+    from fusionocc_ros.params import load_params_file, pipeline_settings
+    from fusionocc_ros.pipeline import OccupancyPipeline
+
+    torch.manual_seed(0)
+    p = Predictor("tiny")
+    params = load_params_file(Path(__file__).resolve().parents[2] / "config" / "occ_node.yaml")
+    pipe = OccupancyPipeline(p.cfg, p, pipeline_settings(params), on_problem=lambda reason, detail: None)
+    pts, _ = scene_points(np.random.default_rng(3), 2000)
+    old_a, old_b = camera_frame(40, 10_000), camera_frame(41, 10_500)
+    p.predict(FrameSet(10_000, old_a, [], pts, pts))
+    p.predict(FrameSet(10_500, old_b, [old_a], pts, pts))
+    pipe.time_jumped("the clock jumped back")
+    new_a, new_b = camera_frame(42, 1_000), camera_frame(43, 1_500)
+    p.predict(FrameSet(1_000, new_a, [], pts, pts))
+    hits, runs = p.cache_hits, p.backbone_runs
+    p.predict(FrameSet(1_500, new_b, [new_a], pts, pts))
+    assert (p.cache_hits - hits, p.backbone_runs - runs) == (1, 1)
