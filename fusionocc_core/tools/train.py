@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import os
 import shutil
 import sys
@@ -28,6 +29,7 @@ from tqdm import tqdm
 from fusionocc_core.cli import ToolError, ToolParser, UsageError, tool_main
 from fusionocc_core.config import Config, load_config
 from fusionocc_core.data.dataset import to_device
+from fusionocc_core.tools.atomic import atomic_write_bytes
 from fusionocc_core.tools.sampling import IterationSampler, SeededSamples, seed_everything, seed_from
 from fusionocc_core.tools.schedule import ModelEMA, build_optimizer, build_scheduler
 from fusionocc_core.tools.sync_bn import convert_sync_batchnorm
@@ -128,10 +130,9 @@ class CsvLog:
             if rows:
                 self.header = rows[0]
                 kept = [r for r in rows[1:] if r and int(float(r[0])) <= resume_iter]
-                tmp = path.with_suffix(".tmp")
-                with open(tmp, "w", newline="") as f:
-                    csv.writer(f).writerows([self.header, *kept])
-                os.replace(tmp, path)
+                text = io.StringIO(newline="")
+                csv.writer(text).writerows([self.header, *kept])
+                atomic_write_bytes(path, text.getvalue().encode())
         elif path.exists():
             path.unlink()
 
