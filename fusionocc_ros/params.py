@@ -17,25 +17,27 @@ from fusionocc_ros.topics import IMAGE_KINDS, NODE_NAME
 OUTPUTS = ("markers", "voxels", "cloud")
 
 
-@dataclass
+@dataclass(frozen=True)
 class PipelineSettings:
-    """Everything the node's YAML configures below the model (see config/occ_node.yaml)."""
+    """Everything the node's YAML configures below the model: built only by pipeline_settings() from
+    a complete parameter set (config/occ_node.yaml holds the values; none has a default in code)."""
 
-    ego_frame: str = "base_link"
-    fixed_frame: str = "map"
-    sync_window_before_s: float = 0.06
-    sync_window_after_s: float = 0.01
-    sync_max_wait_s: float = 0.2
-    camera_buffer_size: int = 16
-    history_spacing_s: float = 0.5
-    history_tolerance_s: float = 0.25
-    tf_cache_s: float = 10.0
-    outputs: tuple[str, ...] = OUTPUTS
-    class_filter: tuple[str, ...] = ()  # class names drawn in markers/cloud; () = every non-free class
-    marker_lifetime_s: float = 1.0
-    marker_alpha: float = 1.0
-    publish_confidence: bool = True
-    tf_wait_s: float = 0.5  # stream time a set may wait for its TF / calibration (a localisation lag)
+    ego_frame: str
+    fixed_frame: str
+    sync_window_before_s: float
+    sync_window_after_s: float
+    sync_max_wait_s: float
+    camera_buffer_size: int
+    history_spacing_s: float
+    history_tolerance_s: float
+    tf_cache_s: float
+    outputs: tuple[str, ...]  # of OUTPUTS
+    class_filter: tuple[str, ...]  # class names drawn in markers/cloud; () = every non-free class
+    marker_lifetime_s: float
+    marker_alpha: float
+    publish_confidence: bool
+    tf_wait_s: float  # stream time a set may wait for its TF / calibration (a localisation lag)
+
 
 # name -> (type, description). All required: values come from the parameters YAML.
 PARAMETERS: dict[str, tuple[str, str]] = {

@@ -52,7 +52,7 @@ class OccupancyPipeline:
         self,
         cfg: Config,
         predictor: PredictorLike,
-        settings: PipelineSettings = PipelineSettings(),
+        settings: PipelineSettings,
         on_problem: Callable[[str, str], None] | None = None,
         gpu_jpeg: bool = True,
     ):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation, Slerp
 
@@ -264,6 +264,9 @@ unit_quats = st.lists(st.floats(-1, 1), min_size=4, max_size=4).filter(lambda q:
 @given(q0=unit_quats, q1=unit_quats, alpha=st.floats(0, 1))
 def test_interpolation_matches_scipy_slerp(q0, q1, alpha):
     q0, q1 = np.array(q0) / np.linalg.norm(q0), np.array(q1) / np.linalg.norm(q1)
+    # rotations 180 degrees apart (q0 . q1 = 0) have two shortest arcs: which one is taken hangs on
+    # the sign of a rounding error (hypothesis found q0 . q1 = 4e-144), so they are no comparison
+    assume(abs(float(np.dot(q0, q1))) > 1e-9)
     tf = TfBuffer()
     tf.set_transform("a", "b", S, transform_from_xyzw(np.zeros(3), q0))  # (time 0 would mean "latest")
     tf.set_transform("a", "b", S + 1000, transform_from_xyzw(np.ones(3), q1))
