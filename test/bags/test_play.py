@@ -73,6 +73,18 @@ def spin_until(executor, done, timeout_s: float, proc: subprocess.Popen | None =
     return done()
 
 
+def play_until(executor, args: list[str], done) -> tuple[bool, subprocess.CompletedProcess]:
+    """Run fusionocc-play with `args`, spinning until done() (120 s at most); (done, the finished run)."""
+    proc = subprocess.Popen(PLAY + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        complete = spin_until(executor, done, 120)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return complete, subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def qos_for(topic: str):
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
@@ -95,15 +107,10 @@ def test_play_delivers_every_message_and_clock(mcap_bags: Path, ros) -> None:
     clock: list[int] = []
     node.create_subscription(Clock, "/clock", lambda m: clock.append(m.clock.sec * 10**9 + m.clock.nanosec), 100)
 
-    proc = subprocess.Popen(PLAY + [str(bag), "--clock", "--wait-for-subscribers", "60", "--start-delay", "1",
-                                    "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        complete = spin_until(executor, lambda: all(len(got[t]) == len(raws[t]) for t in types), 120)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err[-800:]
+    complete, run = play_until(executor, [str(bag), "--clock", "--wait-for-subscribers", "60", "--start-delay", "1",
+                                          "--quiet"], lambda: all(len(got[t]) == len(raws[t]) for t in types))
+    out, err = run.stdout, run.stderr
+    assert run.returncode == 0, err[-800:]
     assert complete, {t: (len(got[t]), len(raws[t])) for t in types if len(got[t]) != len(raws[t])}
     for topic in types:  # the CDR bytes travel untouched, each message once, in bag order per topic
         assert len(got[topic]) == len(raws[topic])
@@ -200,15 +207,11 @@ def test_topics_plays_only_those_and_waits_only_for_their_subscribers(mcap_bags:
         node.create_subscription(msg_class(types[topic]), topic, lambda raw, t=topic: got[t].append(bytes(raw)),
                                  qos_for(topic), raw=True)
     # a player that waited for every topic of the bag would still be waiting when the spin below gives up
-    proc = subprocess.Popen(PLAY + [str(bag), "--topics", *chosen, "--wait-for-subscribers", "600", "--start-delay", "1",
-                                    "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        complete = spin_until(executor, lambda: all(len(got[t]) == len(raws[t]) for t in chosen), 120)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0 and complete, (err[-800:], {t: len(v) for t, v in got.items()})
+    complete, run = play_until(executor, [str(bag), "--topics", *chosen, "--wait-for-subscribers", "600",
+                                          "--start-delay", "1", "--quiet"],
+                               lambda: all(len(got[t]) == len(raws[t]) for t in chosen))
+    out, err = run.stdout, run.stderr
+    assert run.returncode == 0 and complete, (err[-800:], {t: len(v) for t, v in got.items()})
     assert all(same_cdr(a, b) for t in chosen for a, b in zip(got[t], raws[t]))
     assert f"published {sum(len(raws[t]) for t in chosen)} messages" in out
 
