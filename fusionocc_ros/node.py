@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections import deque
 from pathlib import Path
 import time
 from dataclasses import replace
@@ -40,6 +39,7 @@ from fusionocc_ros.diagnostics import Diagnostics
 from fusionocc_ros.encoders import RateLimiter
 from fusionocc_ros.params import (NODE_NAME, PARAMETERS, RUNTIME_PREFIX, ParameterError, check_types,
                                    pipeline_settings, resolve, validate)
+from fusionocc_ros.set_queue import SupersedingQueue
 from fusionocc_ros.sync import SyncedSet
 from fusionocc_ros.topics import DIAGNOSTICS, IMAGE_KINDS, TF, TF_STATIC
 
@@ -142,11 +142,7 @@ class OccupancyNode(Node):
         self._marker_limit = RateLimiter(self.params["outputs.marker_max_rate_hz"])
 
         # --- worker: a bounded queue of sets, the oldest superseded when full (size 1 = latest wins)
-        self._cv = threading.Condition()
-        self._queue: deque[SyncedSet] = deque()
-        self._queue_size = self.params["inference.queue_size"]
-        self._superseded = 0
-        self._stopping = False
+        self._queue: SupersedingQueue[SyncedSet] = SupersedingQueue(self.params["inference.queue_size"])
         self._worker = threading.Thread(target=self._work, name="fusionocc_inference", daemon=True)
         self._worker.start()
         self._last_wait_log = 0.0
@@ -176,12 +172,7 @@ class OccupancyNode(Node):
                     self._last_wait_log = now
                     self.get_logger().info(f"waiting for {', '.join(waiting)}")
             return
-        with self._cv:
-            self._queue.extend(sets)
-            while len(self._queue) > self._queue_size:
-                self._queue.popleft()
-                self._superseded += 1
-            self._cv.notify()
+        self._queue.put(sets)
 
     def _on_time_jump(self, jump: TimeJump) -> None:
         self.pipeline.time_jumped(f"the ROS clock jumped by {jump.delta.nanoseconds / 1e9:.3f} s")
@@ -193,12 +184,9 @@ class OccupancyNode(Node):
 
     def _work(self) -> None:
         while True:
-            with self._cv:
-                while not self._queue and not self._stopping:
-                    self._cv.wait()
-                if self._stopping:
-                    return
-                synced = self._queue.popleft()
+            synced = self._queue.get()
+            if synced is None:  # stop()
+                return
             try:
                 result = self.pipeline.infer(synced)
             except Exception as exc:  # never let the worker die; the reason is logged and counted
@@ -225,7 +213,7 @@ class OccupancyNode(Node):
 
     def _publish_diagnostics(self) -> None:
         counters = self.pipeline.counters()
-        counters["superseded"] = self._superseded
+        counters["superseded"] = self._queue.superseded
         sync = self.pipeline.sync.stats()
         self.diag.set_counters("pipeline", {"drops": counters, "frames_synced": self.pipeline.frames_in,
                                             "frames_published": self.pipeline.frames_out,
@@ -263,9 +251,7 @@ class OccupancyNode(Node):
         return SetParametersResult(successful=True)
 
     def stop(self) -> None:
-        with self._cv:
-            self._stopping = True
-            self._cv.notify()
+        self._queue.close()
         self._worker.join(timeout=10)
 
 

@@ -81,27 +81,13 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
         f.write(f"{cpu() - start:.2f}\t{item.nodeid}\n")
 
 
-def _sigint_state() -> tuple[bool, bool]:
-    """(SIGINT ignored, SIGINT blocked) in this process, as children would inherit them (Linux)."""
-    bit = 1 << (2 - 1)  # SIGINT = 2
-    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    return bool(int(fields["SigIgn"], 16) & bit), bool(int(fields["SigBlk"], 16) & bit)
-
-
-@pytest.fixture(autouse=True)
-def _children_get_ctrl_c():
-    """Tests send SIGINT to the tools they start, which inherit an ignored or blocked SIGINT from this
-    process: once, a training started by a later test ignored Ctrl-C. A test that leaves SIGINT
-    ignored or blocked has it restored here, and is named in FUSIONOCC_TEST_SIGNAL_LOG when set."""
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests stop the tools they start with SIGINT (Ctrl-C). A shell starting pytest in the
+    background (`make test &`, some CI runners) leaves SIGINT ignored, which every child would
+    inherit: the tools' Ctrl-C handling was then untestable (a training ignored the SIGINT test's
+    signal). Give this process, and so its children, the default Ctrl-C behaviour."""
     import signal
 
-    before = _sigint_state()
-    yield
-    after = _sigint_state()
-    if after != before and after != (False, False):
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-        log = os.environ.get("FUSIONOCC_TEST_SIGNAL_LOG")
-        if log:
-            with open(log, "a") as f:
-                f.write(f"{os.environ.get('PYTEST_CURRENT_TEST', '?')}: SIGINT ignored/blocked {after}\n")
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
