@@ -8,7 +8,8 @@ image_transport subscribers do) and `~/input/<cam>/camera_info` for the six came
 `~/output/markers` (MarkerArray), `~/output/voxels` (fusionocc_msgs/SemanticVoxelGrid),
 `~/output/cloud` (PointCloud2 x y z rgb label), `/diagnostics`. Callbacks only buffer messages;
 a worker thread infers on the synchronized sets in order, at most `inference.queue_size` waiting
-(1 = the newest wins: a live node never queues behind a slow model). Every parameter comes from the YAML file (config/occ_node.yaml); none has a code default.
+(1 = the newest wins: a live node never queues behind a slow model). Every parameter comes from the
+YAML file (config/occ_node.yaml); none has a code default.
 Any problem with the parameters, the model config or the checkpoint stops the node with one line,
 `<node>: cannot start: <reason>`, and exit status 1.
 """

@@ -87,7 +87,11 @@ def play(
     from tqdm import tqdm
 
     reader = open_reader(Path(bag))
-    connections = selected_connections(reader, topics)
+    try:
+        connections = selected_connections(reader, topics)
+    except PlayError:
+        reader.close()
+        raise
     node = rclpy.create_node("fusionocc_play")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
