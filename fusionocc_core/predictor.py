@@ -106,6 +106,7 @@ class Predictor:
                 module.compile()
         self.num_frames = self.model.num_frames
         self._features: dict[int, torch.Tensor] = {}  # stamp_ns -> (1, N, C, h, w)
+        self._reset_pending = False  # reset() from another thread: the next predict() drops the cache
         self.backbone_runs = 0  # frames that went through the backbone
         self.cache_hits = 0  # frames whose features came from the cache
         self.last_num_points = (0, 0)  # LiDAR points of the last frame: (received, fed to the encoder)
@@ -206,8 +207,9 @@ class Predictor:
         return feats
 
     def reset(self) -> None:
-        """Forget cached features (e.g. after a jump in the input stream)."""
-        self._features.clear()
+        """Forget the cached features (time jumped back: a new timeline may reuse the stamps). Safe
+        while predict() runs in another thread (the node's worker): the next predict() drops them."""
+        self._reset_pending = True
 
     def warmup(self, iterations: int = 3, image_hw: tuple[int, int] = (900, 1600), num_points: int = 250_000) -> float:
         """Run `predict` on synthetic frames shaped like real ones (six image_hw cameras, num_points
@@ -229,7 +231,7 @@ class Predictor:
             previous = [cams]
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        self.reset()
+        self._features, self._reset_pending = {}, False
         self.model.img_view_transformer.plan_cache.clear()
         return time.perf_counter() - t0
 
@@ -238,6 +240,8 @@ class Predictor:
         """Occupancy for one FrameSet. timings (ms): preprocess, postprocess, total, and with stage
         timings on: backbone, fusion, lift, lidar_encoder, encoder_3d, head."""
         t_start = time.perf_counter()
+        if self._reset_pending:
+            self._features, self._reset_pending = {}, False
         timings: dict[str, float] = {}
         batch, frames, frame_imgs = self._camera_batch(frame_set, skip_cached=True)
         preprocess_s = time.perf_counter() - t_start

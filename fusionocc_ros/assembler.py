@@ -223,16 +223,6 @@ class FrameAssembler:
             self._insert(self._set_stamps, self._sets, synced.lidar_stamp_ns, synced, horizon)
         self.observe_lidar(synced.lidar_stamp_ns, synced.lidar)
 
-    def reset(self) -> None:
-        """Forget the history (e.g. after time jumped backwards); intrinsics are kept."""
-        with self._lock:
-            self._lidar_stamps.clear()
-            self._lidar_payloads.clear()
-            self._set_stamps.clear()
-            self._sets.clear()
-            self._image_cache.clear()
-            self._sweep_cache.clear()
-
     def _pick(self, stamps: list[int], t: int, count: int) -> list[int]:
         """Indices of the history entries nearest t - k*spacing, k = 1..count, newest first; stops at a gap."""
         picks: list[int] = []

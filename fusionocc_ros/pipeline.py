@@ -131,12 +131,12 @@ class OccupancyPipeline:
         self._problem("tf_time_jump", f"{detail}: TF history cleared")
 
     def _forget_timeline(self) -> None:
-        """Time went back: drop what belongs to the old timeline (sets held for TF, the assembler's
-        history, the predictor's cached features, which are keyed by stamp and could be served for
-        a different frame that reuses a stamp)."""
+        """Time went back: drop what belongs to the old timeline: the sets held for TF and the
+        predictor's cached features (keyed by stamp: the cache kept the old, newer stamps and evicted
+        every new one). The assembler forgets its own history at the jump; its decode caches only
+        hit for the very same message object."""
         self._held.clear()
         self._clock = 0  # the old timeline's newest set would expire every set held on the new one
-        self.assembler.reset()
         reset = getattr(self.predictor, "reset", None)
         if reset is not None:
             reset()
