@@ -5,8 +5,11 @@ predict -> encode, as `OccupancyPipeline.infer` runs it in the node's worker (no
         [--compile] [--checkpoint CKPT] [--warmup 3] [--json out.json]
 
 Every message of BAG (e.g. from `fusionocc-convert`) goes through the pipeline in bag order, as
-`fusionocc-replay` does; each synchronized set is inferred and timed from the start of `infer`
-(assembly: JPEG decoding, TF, motion compensation) to its encoded output messages. The first
+`fusionocc-replay` does; each synchronized set is inferred on a worker thread, as in the node (a
+worker's malloc arena keeps its freed pages, the main thread's returns them: the same 28 MB of
+output messages cost ~15 ms more in page faults there), and timed from the start of `infer`
+(assembly: JPEG decoding, TF, motion compensation) to its encoded output messages (--outputs: those
+with a subscriber; default every output enabled in --params). The first
 --warmup sets are not counted; `Predictor.warmup()` runs before (as the node does at start-up) and
 its time is reported. Prints p50/p99 of the total and the median of every stage.
 """
@@ -18,10 +21,13 @@ import platform
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from fusionocc_ros.params import OUTPUTS  # noqa: E402  (light: no torch, no rclpy)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -46,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3, help="synchronized sets not counted at the start")
     ap.add_argument("--cpu-decode", action="store_true",
                     help="decode JPEGs with OpenCV on CPU threads even where nvJPEG (torchvision) is available")
+    ap.add_argument("--outputs", nargs="*", default=None, choices=OUTPUTS,
+                    help="outputs encoded per frame, as the node encodes only those with a subscriber (default: all enabled)")
     ap.add_argument("--params", type=Path, default=REPO / "config" / "occ_node.yaml", help="node parameters YAML")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
@@ -75,14 +83,19 @@ def main(argv: list[str] | None = None) -> int:
     occupied: list[int] = []  # non-free voxels per frame: the encoders' cost grows with it
     seen = 0
 
+    worker = ThreadPoolExecutor(1, thread_name_prefix="fusionocc_inference")  # the node's worker thread
+
+    def timed_infer(s) -> tuple[object, float]:
+        t0 = time.perf_counter()
+        result = pipeline.infer(s, outputs=args.outputs)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return result, (time.perf_counter() - t0) * 1e3
+
     def infer(sets) -> None:
         nonlocal seen
         for s in sets:
-            t0 = time.perf_counter()
-            result = pipeline.infer(s)
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            ms = (time.perf_counter() - t0) * 1e3
+            result, ms = worker.submit(timed_infer, s).result()
             seen += 1
             if result is not None and seen > args.warmup:
                 totals.append(ms)
@@ -110,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
     result = {
         "device": name, "torch": torch.__version__, "preset": cfg.name, "precision": args.precision,
-        "compile": args.compile, "frames": len(totals), "warmup_s": warmup_s, "jpeg_decoding": pipeline.jpeg_decoding,
+        "compile": args.compile, "outputs": list(pipeline.settings.outputs if args.outputs is None else args.outputs),
+        "frames": len(totals), "warmup_s": warmup_s, "jpeg_decoding": pipeline.jpeg_decoding,
         "points_p50": statistics.median(points), "points_min": min(points),
         "occupied_voxels_p50": statistics.median(occupied),
         "p50_ms": percentile(totals, 50), "p99_ms": percentile(totals, 99), "max_ms": max(totals),
@@ -120,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# node pipeline on {args.bag.name}: {cfg.name} {args.precision}{' compiled' if args.compile else ''} "
           f"on {name}, torch {torch.__version__}; warm-up {warmup_s:.1f} s; {len(totals)} frames, "
           f"median {result['points_p50']:.0f} LiDAR points (min {result['points_min']}), "
-          f"{result['occupied_voxels_p50']:.0f} occupied voxels; JPEG decoding {pipeline.jpeg_decoding}")
+          f"{result['occupied_voxels_p50']:.0f} occupied voxels; JPEG decoding {pipeline.jpeg_decoding}; "
+          f"outputs {', '.join(result['outputs']) or 'none'}")
     print(f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, max {result['max_ms']:.1f} ms")
     for k, v in result["stages_p50_ms"].items():
         print(f"  {k:<24}{v:9.1f}")

@@ -34,7 +34,7 @@ from fusionocc_core.config import Config
 from fusionocc_core.data.transforms import image_hw
 from fusionocc_core.frame import CameraFrame, FrameSet
 from fusionocc_ros.conversions import ConversionError, camera_info_to_k, header_stamp_ns, image_msg_to_rgb, pointcloud2_to_xyzir
-from fusionocc_ros.rigid import transform_points
+from fusionocc_ros.rigid import merge_clouds
 from fusionocc_ros.sync import SyncedSet
 from fusionocc_ros.tf_buffer import TfBuffer, TfError
 
@@ -318,13 +318,12 @@ class FrameAssembler:
             try:
                 current = self._cameras(synced, t_key)
                 key = self._sweep(synced.lidar, t)
-                key_xyz = transform_points(self._to_ego(key.frame_id, key.stamp_ns, t), key.points[:, :3])
+                clouds = [(self._to_ego(key.frame_id, key.stamp_ns, t), key.points)]  # (sensor -> ego at t, points)
                 keyego2lidarego = self._to_ego(self.ego_frame, t_key, t)
             except ConversionError as exc:
                 raise AssemblyError("bad_input", str(exc)) from None
             except TfError as exc:
                 raise AssemblyError("missing_tf", str(exc)) from None
-            key_points = np.concatenate([key_xyz, key.points[:, 3:5]], axis=1)  # (Q, 5)
 
             previous: list[CameraFrame] = []
             for prev in prev_sets:
@@ -332,16 +331,14 @@ class FrameAssembler:
                     previous.append(self._cameras(prev, t_key))
                 except (ConversionError, TfError, AssemblyError):
                     break  # history ends at the first unusable frame
-            sweeps = [key_points]
             for stamp, payload in prev_sweeps:
                 try:
                     sweep = self._sweep(payload, stamp)
-                    T = self._to_ego(sweep.frame_id, sweep.stamp_ns, t)
+                    clouds.append((self._to_ego(sweep.frame_id, sweep.stamp_ns, t), sweep.points))
                 except (ConversionError, TfError):
                     break
-                xyz = transform_points(T, sweep.points[:, :3])  # (P_k, 3) in ego at t
-                sweeps.append(np.concatenate([xyz, sweep.points[:, 3:5]], axis=1))
-            self.last_history = (len(previous), len(sweeps) - 1)
-        points = np.concatenate(sweeps, axis=0) if len(sweeps) > 1 else key_points
+            self.last_history = (len(previous), len(clouds) - 1)
+        points = merge_clouds(clouds)  # (P, 5) x y z intensity ring in ego at t, the key sweep first
+        key_points = points[: len(key.points)]
         return FrameSet(stamp_ns=t, cameras=current, previous=previous, points=points, key_points=key_points,
                         keyego2lidarego=keyego2lidarego)

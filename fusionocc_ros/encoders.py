@@ -17,6 +17,7 @@ over voxels: building the 50k-voxel MarkerArray is a few numpy passes plus one b
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Iterable
 
 import numpy as np
@@ -199,6 +200,18 @@ CLOUD_DTYPE = np.dtype(
 CLOUD_FIELDS = (("x", 0, FLOAT32, 1), ("y", 4, FLOAT32, 1), ("z", 8, FLOAT32, 1), ("rgb", 12, FLOAT32, 1), ("label", 16, UINT8, 1))
 
 
+@lru_cache(maxsize=4)
+def _centre_records(x: tuple, y: tuple, z: tuple) -> np.ndarray:
+    """(X*Y*Z,) read-only CLOUD_DTYPE records of every voxel centre of a grid (rgb and label zero)."""
+    grid = GridConfig(x, y, z)
+    centres = grid.centers(np.arange(int(np.prod(grid.shape))), np.float32)
+    records = np.zeros(len(centres), CLOUD_DTYPE)
+    for axis, name in enumerate("xyz"):
+        records[name] = centres[:, axis]
+    records.setflags(write=False)
+    return records
+
+
 def packed_rgb() -> np.ndarray:
     """(NUM_CLASSES,) float32 whose bits are 0x00RRGGBB (the PCL/rviz 'rgb' convention)."""
     rgb = PALETTE.astype(np.uint32)
@@ -217,13 +230,13 @@ class PointCloudEncoder:
         prepare(POINT_CLOUD_TYPE)
 
     def points(self, labels: np.ndarray, drawn: Drawn | None = None) -> np.ndarray:
-        """(n,) CLOUD_DTYPE records of the drawn voxels (`drawn` as in MarkerArrayEncoder.groups)."""
+        """(n,) CLOUD_DTYPE records of the drawn voxels (`drawn` as in MarkerArrayEncoder.groups):
+        one gather of 20-byte records whose centres are filled in, then the colour and label."""
         index, lab, _ = drawn or occupied_voxels(self.grid.check_labels(labels), self.mask)
-        rows = np.empty((index.size, 5), np.float32)  # x y z rgb label: 20 bytes per point
-        rows[:, :3] = self.grid.centers(index, np.float32)
-        rows[:, 3] = self.rgb[lab]
-        rows[:, 4] = lab.astype("<u4").view(np.float32)  # label byte at offset 16, then 3 zero bytes
-        return rows.view(CLOUD_DTYPE).reshape(-1)
+        rows = np.take(_centre_records(self.grid.x, self.grid.y, self.grid.z), index)
+        rows["rgb"] = self.rgb[lab]
+        rows["label"] = lab
+        return rows
 
     def value(self, labels: np.ndarray, stamp_ns: int, drawn: Drawn | None = None) -> dict[str, Any]:
         """The message value (data = the packed points as raw bytes)."""

@@ -189,7 +189,7 @@ class OccupancyNode(Node):
             if synced is None:  # stop()
                 return
             try:
-                result = self.pipeline.infer(synced)
+                result = self.pipeline.infer(synced, outputs=self._wanted_outputs())
             except Exception as exc:  # never let the worker die; the reason is logged and counted
                 self.pipeline.drops["internal_error"] += 1
                 self.get_logger().error(f"inference failed: {type(exc).__name__}: {exc}")
@@ -197,11 +197,18 @@ class OccupancyNode(Node):
             if result is not None:
                 self._publish(result)
 
+    def _wanted_outputs(self) -> list[str]:
+        """The enabled outputs worth encoding for the next frame: someone subscribes to them (as
+        image_transport's lazy publishers: up to 28 MB of messages per frame at full occupancy are
+        built for nobody otherwise), and the marker rate limit lets the markers through."""
+        now = self._now_ns()
+        return [name for name in self.pipeline.settings.outputs
+                if self.publishers_by_output[name].get_subscription_count() > 0
+                and (name != "markers" or self._marker_limit.allow(now))]
+
     def _publish(self, result: PipelineResult) -> None:
         now = self._now_ns()
         for name, data in result.messages.items():
-            if name == "markers" and not self._marker_limit.allow(now):
-                continue
             self.publishers_by_output[name].publish(data)  # pre-serialized CDR
             self.diag.tick_output(name, now)
         for stage, ms in result.timings_ms.items():

@@ -11,8 +11,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from functools import partial
+from typing import Any, Callable, Collection, Protocol, Sequence
 
 import numpy as np
 
@@ -20,7 +22,7 @@ from fusionocc_core.config import Config
 from fusionocc_core.frame import FrameSet
 from fusionocc_ros.assembler import AssemblyError, FrameAssembler
 from fusionocc_ros.conversions import ConversionError, header_stamp_ns
-from fusionocc_ros.encoders import MarkerArrayEncoder, PointCloudEncoder, VoxelGridEncoder, occupied_voxels
+from fusionocc_ros.encoders import Drawn, MarkerArrayEncoder, PointCloudEncoder, VoxelGridEncoder, occupied_voxels
 from fusionocc_ros.gpu_decode import cuda_jpeg_decoder
 from fusionocc_ros.params import OUTPUTS, PipelineSettings
 from fusionocc_ros.sync import LidarAnchoredSync, SyncedSet
@@ -89,6 +91,7 @@ class OccupancyPipeline:
             decode_jpegs=decode_jpegs,
         )
         self.rebuild_encoders()
+        self._encode_pool: ThreadPoolExecutor | None = None  # created when two big outputs are wanted
         self.frames_in = 0
         self._held: list[SyncedSet] = []  # sets waiting for calibration / TF, oldest first
         self._clock = 0  # newest LiDAR stamp of a synchronized set
@@ -231,8 +234,10 @@ class OccupancyPipeline:
 
     # --- inference --------------------------------------------------------------------------------
 
-    def infer(self, synced: SyncedSet) -> PipelineResult | None:
-        """Assemble, predict and encode one set; None (counted) if the frame is unusable."""
+    def infer(self, synced: SyncedSet, outputs: Collection[str] | None = None) -> PipelineResult | None:
+        """Assemble, predict and encode one set; None (counted) if the frame is unusable. `outputs`:
+        the enabled outputs to encode this time (the node leaves out those nobody subscribes to);
+        None = every enabled output."""
         t0 = time.perf_counter()
         try:
             frame_set = self.assembler.build(synced)
@@ -249,17 +254,8 @@ class OccupancyPipeline:
         labels = np.ascontiguousarray(prediction.labels, dtype=np.uint8)
         confidence = getattr(prediction, "confidence", None)
         stamp = synced.lidar_stamp_ns
-        messages: dict[str, bytes] = {}
-        drawn, drawn_mask = None, None  # the drawn voxels, found once for the markers and the cloud
-        for name in self.settings.outputs:
-            if name == "voxels":
-                conf = confidence if self.settings.publish_confidence else None
-                messages[name] = self.encoders[name].encode(labels, stamp, conf)
-            else:
-                encoder = self.encoders[name]
-                if drawn is None or not np.array_equal(drawn_mask, encoder.mask):  # same class filter: shared
-                    drawn, drawn_mask = occupied_voxels(encoder.grid.check_labels(labels), encoder.mask), encoder.mask
-                messages[name] = encoder.encode(labels, stamp, drawn)
+        wanted = self.settings.outputs if outputs is None else [n for n in self.settings.outputs if n in outputs]
+        messages = self.encode(labels, confidence, stamp, wanted)
         t3 = time.perf_counter()
         timings = {f"model_{k}": float(v) for k, v in (getattr(prediction, "timings", None) or {}).items()}
         timings.update(assemble=(t1 - t0) * 1e3, predict=(t2 - t1) * 1e3, encode=(t3 - t2) * 1e3)
@@ -267,6 +263,31 @@ class OccupancyPipeline:
         with self._received_lock:
             received = self._received.pop(stamp, None)
         return PipelineResult(stamp, labels, confidence, messages, timings, received)
+
+    def encode(self, labels: np.ndarray, confidence: np.ndarray | None, stamp: int, wanted: Sequence[str]) -> dict[str, bytes]:
+        """CDR bytes of each wanted output (names of OUTPUTS) for one prediction, in `wanted` order. The drawn voxels are found once for
+        the markers and the cloud (same class filter); the two big messages (up to 15 MB each at full
+        occupancy) are built at the same time: numpy's gathers release the GIL."""
+        encoders = self.encoders  # a runtime parameter change swaps the dict, never edits it
+        drawn: dict[bytes, Drawn] = {}
+        jobs: dict[str, Callable[[], bytes]] = {}
+        for name in wanted:
+            encoder = encoders[name]
+            if name == "voxels":
+                conf = confidence if self.settings.publish_confidence else None
+                jobs[name] = partial(encoder.encode, labels, stamp, conf)
+            else:
+                key = encoder.mask.tobytes()
+                if key not in drawn:
+                    drawn[key] = occupied_voxels(encoder.grid.check_labels(labels), encoder.mask)
+                jobs[name] = partial(encoder.encode, labels, stamp, drawn[key])
+        on_pool = [n for n in jobs if n != "voxels"][1:]  # every big message but one: the other runs here
+        if on_pool and self._encode_pool is None:
+            self._encode_pool = ThreadPoolExecutor(len(OUTPUTS) - 1, thread_name_prefix="encode")
+        futures = {n: self._encode_pool.submit(jobs[n]) for n in on_pool}
+        done = {n: job() for n, job in jobs.items() if n not in futures}
+        done.update((n, f.result()) for n, f in futures.items())
+        return {n: done[n] for n in jobs}
 
     def counters(self) -> dict[str, int]:
         """Drop counters of every stage (sync reasons included) for diagnostics."""

@@ -318,9 +318,14 @@ def test_node_survives_hostile_input_and_keeps_publishing(graph: Graph) -> None:
     assert "Traceback" not in graph.log_path.read_text()
 
 
-def test_node_stops_cleanly_on_sigint(graph: Graph) -> None:
-    """Ctrl-C after the node has published: exit status 0, no traceback."""
+def test_node_builds_only_subscribed_outputs_and_stops_cleanly_on_sigint(graph: Graph) -> None:
+    """Only the voxel message has a subscriber here: the markers and the cloud (up to 28 MB per
+    frame) are neither built nor published. Then Ctrl-C: exit status 0, no traceback."""
     _first_keyframe(graph, _keyframe_stamps(graph))
+    graph.spin(1.2)  # the next /diagnostics (every 0.5 s) reports the output published
+    values = {kv.key: kv.value for d in graph.diagnostics[-2:] for s in d.status for kv in s.values}
+    assert int(values.get("voxels total", 0)) >= 1, values
+    assert "markers total" not in values and "cloud total" not in values, values
     assert graph.proc.poll() is None
     assert graph.close() == 0, graph.log_path.read_text()[-3000:]
     assert "Traceback" not in graph.log_path.read_text()

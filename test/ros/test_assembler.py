@@ -283,3 +283,22 @@ def test_history_restarts_when_time_jumps_back():
     fs = asm.build(keyframe(T0 + 1000 * MS, 102))
     assert asm.last_history == (1, 1)
     np.testing.assert_array_equal(fs.points[:, 3].reshape(-1, 300)[:, 0], [102, 101])
+
+
+def test_merged_clouds_map_xyz_keep_attributes_and_keep_a_bad_point_to_itself() -> None:
+    # the sweeps' merge (one small GEMM per cloud) against the per-point formula R p + t
+    from fusionocc_ros.rigid import merge_clouds
+
+    r = np.random.default_rng(7)
+    clouds = [(pose(x=1.5, y=-2.0, z=0.3, yaw=0.7, roll=0.1), r.normal(0, 20, (50, 5)).astype(np.float32)),
+              (pose(x=-4.0, yaw=-2.9), np.zeros((0, 5), np.float32)),
+              (pose(y=9.0, yaw=1.2), r.normal(0, 20, (30, 5)).astype(np.float32))]
+    clouds[2][1][4, 0] = np.nan  # a bad point poisons only itself (dropped downstream)
+    merged = merge_clouds(clouds)
+    assert merged.shape == (80, 5) and merged.dtype == np.float32
+    expected = np.concatenate([np.concatenate([p[:, :3] @ T[:3, :3].T + T[:3, 3], p[:, 3:]], axis=1) for T, p in clouds])
+    good = np.ones(80, bool)
+    good[54] = False
+    np.testing.assert_allclose(merged[good], expected[good], rtol=1e-6, atol=1e-4)
+    np.testing.assert_array_equal(merged[good, 3:], expected[good, 3:])  # attributes copied exactly
+    assert np.isnan(merged[54, :3]).all()
