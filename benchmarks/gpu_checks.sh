@@ -41,6 +41,9 @@ if [ -n "$bag" ]; then
   step "node pipeline on $bag, official bf16"
   timeout 150 python3 benchmarks/bench_node_pipeline.py "$bag" --preset official --device cuda --precision bf16 \
     --warmup 8 --json "$out/node_pipeline.json" 2>&1 | tee "$out/node_pipeline.txt"
+  step "node pipeline, markers only (rviz alone subscribes: the node builds only what has a subscriber)"
+  timeout 150 python3 benchmarks/bench_node_pipeline.py "$bag" --preset official --device cuda --precision bf16 \
+    --warmup 8 --outputs markers --json "$out/node_pipeline_markers.json" 2>&1 | tee "$out/node_pipeline_markers.txt"
   step "node pipeline, JPEGs decoded on CPU threads (same run)"
   timeout 150 python3 benchmarks/bench_node_pipeline.py "$bag" --preset official --device cuda --precision bf16 \
     --warmup 8 --cpu-decode --json "$out/node_pipeline_cpu_decode.json" 2>&1 | tee "$out/node_pipeline_cpu_decode.txt"
@@ -71,6 +74,11 @@ step "CUDA tests"
 timeout 200 python3 -m pytest -q -p no:cacheprovider test/cuda -k "not train_with_amp" 2>&1 | tee "$out/cuda_tests.txt" | tail -15
 step "torch.compile, official bf16"
 bench compile --compile --skip-baseline
+if [ -n "$bag" ]; then
+  step "node pipeline, compiled (warm-up includes compilation)"
+  timeout 240 python3 benchmarks/bench_node_pipeline.py "$bag" --preset official --device cuda --precision bf16 \
+    --warmup 8 --compile --json "$out/node_pipeline_compiled.json" 2>&1 | tee "$out/node_pipeline_compiled.txt"
+fi
 step "summary"
 python3 - "$out" <<'EOF' | tee "$out/summary.txt"
 import datetime, json, os, sys
@@ -78,9 +86,9 @@ out = sys.argv[1]
 def load(name):
     p = os.path.join(out, name)
     return json.load(open(p)) if os.path.exists(p) else None
-new, old, comp, node, node_cpu, node_comp = (load(n) for n in (
+new, old, comp, node, node_cpu, node_comp, node_markers = (load(n) for n in (
     "bench_new.json", "bench_old.json", "bench_compile.json", "node_pipeline.json", "node_pipeline_cpu_decode.json",
-    "node_pipeline_compiled.json"))
+    "node_pipeline_compiled.json", "node_pipeline_markers.json"))
 import torch
 res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
        "date": datetime.date.today().isoformat(),
@@ -94,6 +102,8 @@ res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
        "node_pipeline_stages_p50_ms": node and node["stages_p50_ms"],
        "node_pipeline_cpu_decode_ms_p50": node_cpu and node_cpu["p50_ms"],
        "node_pipeline_cpu_decode_ms_p99": node_cpu and node_cpu["p99_ms"],
+       "node_pipeline_markers_only_ms_p50": node_markers and node_markers["p50_ms"],
+       "node_pipeline_markers_only_ms_p99": node_markers and node_markers["p99_ms"],
        "node_pipeline_compiled_ms_p50": node_comp and node_comp["p50_ms"],
        "node_pipeline_compiled_ms_p99": node_comp and node_comp["p99_ms"],
        "stages_ms": {k: v and v["predictor_ms"] for k, v in
