@@ -351,15 +351,19 @@ def build_strided_table(x: SparseTensor, kernel_size: Triple, stride: Triple, pa
     return result  # type: ignore[return-value]
 
 
-def _gather_rows(padded: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """padded[index] for a flat index, as an element-wise `torch.take` of the rows' machine words.
+def _gather_rows(padded: torch.Tensor, index: torch.Tensor, by_words: bool | None = None) -> torch.Tensor:
+    """padded[index] for a flat index; by_words (default: on CUDA) as an element-wise `torch.take` of
+    the rows' machine words.
 
-    Why not index_select (or gather with an expanded index, which CUDA routes to the same kernel):
-    its vectorized row gather gives every index a whole thread block, so short rows (32-128 bytes
-    here) leave most threads idle: 34 ms per frame of the official LiDAR encoder on an H200 (profile,
-    BENCHMARKS.md). `take` runs one thread per word. Same values, no autograd (inference only)."""
+    Why not index_select on CUDA (or gather with an expanded index, which CUDA routes to the same
+    kernel): its vectorized row gather gives every index a whole thread block, so short rows (32-128
+    bytes here) leave most threads idle: 34 ms per frame of the official LiDAR encoder on an H200
+    (profile, BENCHMARKS.md). `take` runs one thread per word. On the CPU index_select is 2.5-3x
+    faster than the word take (benchmarks/bench_gather.py). Same values, no autograd (inference only)."""
+    if by_words is None:
+        by_words = padded.is_cuda
     row_bytes = padded.shape[1] * padded.element_size()
-    if padded.is_contiguous():
+    if by_words and padded.is_contiguous():
         for word in (torch.int64, torch.int32, torch.int16):
             size = torch.empty((), dtype=word).element_size()
             if row_bytes % size == 0:

@@ -221,7 +221,13 @@ def test_bad_inputs_are_refused_with_a_clear_message() -> None:
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("channels", [3, 5, 16, 48])
 def test_inference_gather_equals_the_autograd_gather(dtype: torch.dtype, channels: int) -> None:
-    # inference gathers rows as machine words (int64/int32/int16 views); training uses advanced indexing
+    # inference gathers rows as machine words on CUDA (int64/int32/int16 views), with index_select on the
+    # CPU; training uses advanced indexing
+    from fusionocc_core.ops.sparse_conv import _gather_rows
+
+    rows = torch.randn(40, channels).to(dtype)
+    index = torch.randint(0, 40, (300,))
+    assert torch.equal(_gather_rows(rows, index, by_words=True), rows.index_select(0, index))  # CUDA's way, bit-exact
     dense, mask = _random_sparse(8, B=2, C=channels, shape=(7, 6, 5), density=0.4)
     for conv in (SubMConv3d(channels, 4, 3), SparseConv3d(channels, 4, 3, stride=2, padding=1)):
         conv = conv.to(dtype)
