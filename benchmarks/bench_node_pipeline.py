@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from fusionocc_core.predictor import Predictor
     from fusionocc_ros import topics
     from fusionocc_ros.params import load_params_file, pipeline_settings
-    from fusionocc_ros.pipeline import OccupancyPipeline
+    from fusionocc_ros.pipeline import OccupancyPipeline, freeze_startup_objects
     from rosbag_tools.typestore import get_store
 
     cfg = load_config(args.preset)
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = OccupancyPipeline(cfg, predictor, pipeline_settings(load_params_file(args.params)),
                                  gpu_jpeg=not args.cpu_decode)
     store = get_store()
+    freeze_startup_objects()  # as the node does once it is ready
     totals: list[float] = []
     stages: list[dict[str, float]] = []
     points: list[int] = []

@@ -74,7 +74,7 @@ class OccupancyNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         from fusionocc_core.predictor import Predictor  # heavy (torch): after the parameters are valid
-        from fusionocc_ros.pipeline import OccupancyPipeline
+        from fusionocc_ros.pipeline import OccupancyPipeline, freeze_startup_objects
 
         try:
             self.cfg: Config = load_config(self.params["model.config"])
@@ -147,6 +147,7 @@ class OccupancyNode(Node):
         self._worker = threading.Thread(target=self._work, name="fusionocc_inference", daemon=True)
         self._worker.start()
         self._last_wait_log = 0.0
+        freeze_startup_objects()  # no full garbage collection walks the model's objects mid-frame
         self.get_logger().info(
             f"ready: model '{self.cfg.name}' on {self.params['model.device']} ({self.params['model.precision']}), "
             f"{len(self.cameras)} cameras, outputs {', '.join(self.params['outputs.enabled'])}")

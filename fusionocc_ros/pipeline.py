@@ -8,6 +8,7 @@ frame is counted in `drops` under a short reason and reported once through `on_p
 """
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections import Counter
@@ -33,6 +34,16 @@ class PredictorLike(Protocol):
 
 
 RECEIPTS_KEPT = 64  # receipt times remembered for sweeps not inferred yet
+
+
+def freeze_startup_objects() -> int:
+    """Move every object alive after start-up (model, modules, imports: ~190k) to the garbage
+    collector's permanent generation and return how many: later full collections walk only newer
+    objects (56 -> 9 ms per full collection, tiny preset on dev-2c; BENCHMARKS.md), a pause that
+    otherwise lands in the middle of a frame now and then."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 @dataclass

@@ -242,27 +242,3 @@ def test_markers_and_cloud_encode_the_same_from_shared_drawn_voxels() -> None:
         assert markers.encode(labels, 7, drawn) == markers.encode(labels, 7)
         assert cloud.encode(labels, 7, drawn) == cloud.encode(labels, 7)
 
-
-def test_pipeline_encodes_only_the_outputs_asked_with_each_encoders_bytes() -> None:
-    # the node asks only for the outputs someone subscribes to; markers and cloud are built at the
-    # same time on two threads, from one search of the drawn voxels, and must not notice
-    from dataclasses import replace
-    from pathlib import Path
-
-    from fusionocc_ros.params import load_params_file, pipeline_settings
-    from fusionocc_ros.pipeline import OccupancyPipeline
-
-    params = load_params_file(Path(__file__).resolve().parents[2] / "config" / "occ_node.yaml")
-    settings = replace(pipeline_settings(params), class_filter=("car", "manmade"), publish_confidence=True)
-    pipe = OccupancyPipeline(load_config("tiny"), predictor=None, settings=settings)  # type: ignore[arg-type]
-    labels = random_labels(300_000, range(18), seed=5)
-    confidence = np.random.default_rng(6).integers(0, 256, labels.shape, dtype=np.uint8)
-    expected = {
-        "markers": MarkerArrayEncoder(classes=["car", "manmade"]).encode(labels, STAMP),
-        "voxels": VoxelGridEncoder().encode(labels, STAMP, confidence),
-        "cloud": PointCloudEncoder(classes=["car", "manmade"]).encode(labels, STAMP),
-    }
-    for wanted in (["cloud", "voxels", "markers"], ["markers", "cloud"], ["voxels"], ["cloud"], []):
-        got = pipe.encode(labels, confidence, STAMP, wanted)
-        assert list(got) == wanted
-        assert all(got[name] == expected[name] for name in wanted), wanted
