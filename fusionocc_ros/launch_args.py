@@ -32,6 +32,8 @@ def _arguments() -> tuple[LaunchArgument, ...]:
         LaunchArgument("model_config", "", "model preset (tiny, official) or config YAML ('' = params_file's)"),
         LaunchArgument("device", "", "cpu, cuda or cuda:N ('' = params_file's)"),
         LaunchArgument("precision", "", "fp32, bf16 or fp16 ('' = params_file's)"),
+        LaunchArgument("compile", "", "true: torch.compile the model on CUDA (longer warm-up, faster frames); "
+                                      "'' = params_file's"),
         LaunchArgument("namespace", "", "namespace of the node (its outputs become /<ns>/<node>/output/...)"),
         LaunchArgument("node_name", topics.NODE_NAME, "name of the node"),
         LaunchArgument("use_sim_time", "false", "use /clock (true when playing a bag with --clock)"),
@@ -46,9 +48,10 @@ def _arguments() -> tuple[LaunchArgument, ...]:
 
 
 LAUNCH_ARGUMENTS: tuple[LaunchArgument, ...] = _arguments()
-# launch argument -> the node parameter it overrides when not empty
+# launch argument -> the node parameter it overrides when not empty (BOOL_ARGUMENTS: as true/false)
 PARAMETER_ARGUMENTS = {"checkpoint": "model.checkpoint", "model_config": "model.config",
-                       "device": "model.device", "precision": "model.precision"}
+                       "device": "model.device", "precision": "model.precision", "compile": "model.compile"}
+BOOL_ARGUMENTS = ("compile",)
 _TRUE = ("true", "1", "yes", "on")
 
 
@@ -107,7 +110,8 @@ def node_launch(values: Mapping[str, Any] | None = None) -> NodeLaunch:
         from fusionocc_ros.resources import params_file as installed
 
         params_file = str(installed())
-    overrides: dict[str, Any] = {param: v[arg] for arg, param in PARAMETER_ARGUMENTS.items() if v[arg]}
+    overrides: dict[str, Any] = {param: _bool(arg, v[arg]) if arg in BOOL_ARGUMENTS else v[arg]
+                                 for arg, param in PARAMETER_ARGUMENTS.items() if v[arg].strip()}
     overrides["use_sim_time"] = _bool("use_sim_time", v["use_sim_time"])
     namespace = v["namespace"].strip()
     namespace = "/" + namespace.strip("/") if namespace.strip("/") else ""

@@ -117,6 +117,11 @@ def validate(values: dict[str, Any]) -> str | None:
         check = checks.get(name)
         if check is not None and not check(value):
             return f"parameter '{name}' has an invalid value {value!r} ({PARAMETERS[name][1]})"
+    if values.get("model.device") == "cpu":  # (the parameter callback passes only what changes)
+        if values.get("model.precision", "fp32") != "fp32":
+            return f"parameter 'model.precision' {values['model.precision']!r} needs a CUDA device (model.device is cpu): use fp32"
+        if values.get("model.compile"):
+            return "parameter 'model.compile' is true but model.device is cpu: torch.compile is used on CUDA only"
     if "history.tolerance_s" in values and "history.spacing_s" in values:
         if not values["history.tolerance_s"] < values["history.spacing_s"]:
             return "parameter 'history.tolerance_s' must be smaller than 'history.spacing_s'"

@@ -7,7 +7,7 @@
 `ros2 launch fusionocc_ros occ.launch.py --show-args` lists every argument. They are defined,
 with their defaults, in fusionocc_ros/launch_args.py (one table shared with the tools and tests
 that start the node without launch); the topic defaults come from fusionocc_ros/topics.py.
-Empty parameter arguments (checkpoint, model_config, device, precision) keep params_file's values.
+Empty parameter arguments (checkpoint, model_config, device, precision, compile) keep params_file's values.
 """
 import tempfile
 

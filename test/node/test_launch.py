@@ -65,16 +65,21 @@ def test_namespace_and_node_name_move_the_outputs() -> None:
 
 
 def test_parameter_arguments_override_the_params_file_only_when_given() -> None:
-    node = node_launch({"checkpoint": "/m.pth", "model_config": "official", "device": "cuda:1", "precision": "bf16"})
+    node = node_launch({"checkpoint": "/m.pth", "model_config": "official", "device": "cuda:1", "precision": "bf16",
+                        "compile": "true"})
     assert node.overrides == {"model.checkpoint": "/m.pth", "model.config": "official", "model.device": "cuda:1",
-                              "model.precision": "bf16", "use_sim_time": False}
+                              "model.precision": "bf16", "model.compile": True, "use_sim_time": False}
+    assert "model.compile:=true" in node.ros_args()  # a bool, as the parameter's type
+    assert node_launch({"compile": "false"}).overrides["model.compile"] is False
+    assert "model.compile" not in node_launch({"compile": ""}).overrides
     assert set(PARAMETER_ARGUMENTS.values()) <= set(PARAMETERS)
     values = {**load_params_file(node.params_file), **{k: v for k, v in node.overrides.items() if k in PARAMETERS}}
     assert resolve(values) is values
     with pytest.raises(ValueError, match="unknown launch argument"):
         node_launch({"chekpoint": "/m.pth"})
-    with pytest.raises(ValueError, match="not true or false"):
-        node_launch({"rviz": "maybe"})
+    for bad in ({"rviz": "maybe"}, {"compile": "yes please"}):
+        with pytest.raises(ValueError, match="not true or false"):
+            node_launch(bad)
 
 
 class _Action:

@@ -48,6 +48,8 @@ CASES = {
     "checkpoint missing": (None, {"checkpoint": "/nonexistent/model.pth"}, "/nonexistent/model.pth"),
     "no checkpoint given": (None, {"checkpoint": ""}, "no checkpoint"),
     "out-of-range value": (_set("outputs", "marker_alpha", 2.0), {}, "'outputs.marker_alpha' has an invalid value 2.0"),
+    "compile on the CPU": (None, {"device": "cpu", "compile": "true"}, "'model.compile' is true but model.device is cpu"),
+    "half precision on the CPU": (None, {"device": "cpu", "precision": "bf16"}, "'model.precision' 'bf16' needs a CUDA device"),
     "malformed YAML": ("/**:\n  ros__parameters:\n    model: [unclosed\n", {}, "params.yaml"),
     "no section for the node": ("other_node:\n  ros__parameters:\n    x: 1\n", {}, None),
 }
@@ -97,15 +99,16 @@ def test_node_without_a_params_file_says_so(tmp_path: Path) -> None:
     assert f"cannot start: parameters file {missing} does not exist" in _one_line(proc.stderr)
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c != "no checkpoint given"])
+@pytest.mark.parametrize("case", [c for c in CASES if c not in ("no checkpoint given", "compile on the CPU")])
 def test_replay_refuses_bad_parameters_with_one_line(case: str, tmp_path: Path, tiny_checkpoint: Path,
                                                      capsys: pytest.CaptureFixture) -> None:
     edit, extra, words = CASES[case]
     params = _params_file(tmp_path, text=edit) if isinstance(edit, str) else _params_file(tmp_path, edit)
     argv = [str(tmp_path / "in_bag"), str(tmp_path / "out"), "--params", str(params),
             "--checkpoint", extra.get("checkpoint", str(tiny_checkpoint))]
-    if "model_config" in extra:
-        argv += ["--config", extra["model_config"]]
+    for arg, option in (("model_config", "--config"), ("device", "--device"), ("precision", "--precision")):
+        if arg in extra:
+            argv += [option, extra[arg]]
     assert replay.main(argv) == 1
     line = _one_line(capsys.readouterr().err)
     assert line.startswith("fusionocc-replay: cannot start: "), line
