@@ -5,9 +5,9 @@
 #   1. the official preset's predict() latency (bf16, a realistic 250k-point cloud; stage table, then
 #      without stage timers) now, and 2. of an OLD tree (a `git archive` of an earlier commit) in the
 #      same run; 3. the node pipeline on a converted bag (decode -> assemble -> predict -> encode,
-#      p50/p99); 4. the sparse conv's row gather variants; 5. the CUDA tests (test/cuda); 6. predict()
-#      and 7. the node pipeline with torch.compile; 8. the node pipeline with the markers alone
-#      subscribed; 9. a profile (benchmarks/profile_predict.py).
+#      p50/p99); 4. the sparse conv's row gather variants and the lift plan (new and old); 5. the
+#      CUDA tests (test/cuda); 6. predict() and 7. the node pipeline with torch.compile; 8. the node
+#      pipeline with the markers alone subscribed; 9. a profile (benchmarks/profile_predict.py).
 # After every step benchmarks/results/gpu_latest.json (commit it) and OUT_DIR/gpu_latest.json are
 # rewritten from what has finished, so a run cut short still reports. The old tree's predict() total
 # includes its stage timers' device syncs: compare it with the new "total_with_stage_timers".
@@ -20,6 +20,7 @@ set -u
 dest=${1:?usage: gpu_checks.sh OUT_DIR [BAG_DIR] [OLD_TREE]}
 bag=${2:-}
 old=${3:-}
+old_abs=
 mkdir -p "$dest/logs"
 dest=$(cd "$dest" && pwd)
 out=$dest/logs
@@ -107,6 +108,7 @@ if [ -n "$old" ] && [ -d "$old" ]; then
 fi
 [ -n "$bag" ] && run node_pipeline 150 45 "${node[@]}" --json "$out/node_pipeline.json"
 run gather 60 15 $python benchmarks/bench_gather.py --device $dev
+run lift_plan 60 15 $python benchmarks/bench_lift_plan.py --device $dev ${old_abs:+--tree "$old_abs"}
 run cuda_tests 200 60 $python -m pytest -q -p no:cacheprovider test/cuda -k "not train_with_amp"
 [ "$compile" = 1 ] && run bench_compile 200 90 "${model[@]}" --compile --json "$out/bench_compile.json"
 [ "$compile" = 1 ] && [ -n "$bag" ] && run node_pipeline_compiled 240 120 "${node[@]}" --compile \

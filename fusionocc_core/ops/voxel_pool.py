@@ -39,16 +39,15 @@ def plan_voxel_pool(coords: torch.Tensor, lower: tuple[float, float, float],
     X, Y, Z = (int(v) for v in grid_xyz)
     lo = torch.tensor(lower, dtype=coords.dtype, device=coords.device)
     step = torch.tensor(interval, dtype=coords.dtype, device=coords.device)
-    idx = ((coords - lo) / step).long().view(B, N * D * H * W, 3)  # (B, M, 3) trunc toward zero
+    idx = ((coords - lo) / step).long().view(-1, 3)  # (B*N*D*H*W, 3) trunc toward zero
     size = torch.tensor([X, Y, Z], device=coords.device)
-    kept = ((idx >= 0) & (idx < size)).all(-1).view(-1)  # (B*M,)
-    b = torch.arange(B, device=coords.device).view(B, 1).expand(B, N * D * H * W).reshape(-1)
-    idx = idx.view(-1, 3)
-    ranks_voxel = ((b * Z + idx[:, 2]) * Y + idx[:, 1]) * X + idx[:, 0]  # (B*M,)
-    ranks_depth = torch.arange(B * N * D * H * W, device=coords.device)
-    # the feature pixel of point (b, n, d, h, w) is (b, n, h, w)
-    ranks_feat = torch.arange(B * N * H * W, device=coords.device).view(B, N, 1, H, W).expand(B, N, D, H, W).reshape(-1)
-    return VoxelPoolPlan(ranks_depth[kept], ranks_feat[kept], ranks_voxel[kept], B, (Z, Y, X))
+    kept = ((idx >= 0) & (idx < size)).all(-1).nonzero().squeeze(1)  # the point indices kept: one host sync
+    idx = idx.index_select(0, kept)
+    b = torch.div(kept, N * D * H * W, rounding_mode="floor")
+    ranks_voxel = ((b * Z + idx[:, 2]) * Y + idx[:, 1]) * X + idx[:, 0]
+    # point (b, n, d, h, w) is depth element `kept` itself; its feature pixel is (b, n, h, w)
+    ranks_feat = torch.div(kept, D * H * W, rounding_mode="floor") * (H * W) + kept % (H * W)
+    return VoxelPoolPlan(kept, ranks_feat, ranks_voxel, B, (Z, Y, X))
 
 
 def voxel_pool(depth: torch.Tensor, feat: torch.Tensor, plan: VoxelPoolPlan) -> torch.Tensor:
