@@ -117,7 +117,7 @@ def validate(values: dict[str, Any]) -> str | None:
         check = checks.get(name)
         if check is not None and not check(value):
             return f"parameter '{name}' has an invalid value {value!r} ({PARAMETERS[name][1]})"
-    if values.get("model.device") == "cpu":  # (the parameter callback passes only what changes)
+    if values.get("model.device") == "cpu":  # half precisions and compile need CUDA
         if values.get("model.precision", "fp32") != "fp32":
             return f"parameter 'model.precision' {values['model.precision']!r} needs a CUDA device (model.device is cpu): use fp32"
         if values.get("model.compile"):

@@ -276,9 +276,10 @@ class OccupancyPipeline:
         return PipelineResult(stamp, labels, confidence, messages, timings, received)
 
     def encode(self, labels: np.ndarray, confidence: np.ndarray | None, stamp: int, wanted: Sequence[str]) -> dict[str, bytes]:
-        """CDR bytes of each wanted output (names of OUTPUTS) for one prediction, in `wanted` order. The drawn voxels are found once for
-        the markers and the cloud (same class filter); the two big messages (up to 15 MB each at full
-        occupancy) are built at the same time: numpy's gathers release the GIL."""
+        """CDR bytes of each wanted output (names of OUTPUTS) for one prediction, in `wanted` order.
+        The drawn voxels are found once for the markers and the cloud (same class filter); the two
+        big messages (up to 15 MB each at full occupancy) are built at the same time on two threads:
+        numpy's gathers release the GIL."""
         encoders = self.encoders  # a runtime parameter change swaps the dict, never edits it
         drawn: dict[bytes, Drawn] = {}
         jobs: dict[str, Callable[[], bytes]] = {}
