@@ -12,8 +12,9 @@
 # rewritten from what has finished, so a run cut short still reports. The old tree's predict() total
 # includes its stage timers' device syncs: compare it with the new "total_with_stage_timers".
 #   benchmarks/gpu_checks.sh OUT_DIR [BAG_DIR] [OLD_TREE]
-# The lent machine lacks rosbags (node pipeline, CUDA tests): carry its wheels and install them with
-# `python3 -m pip install --no-index --no-deps .whl/*.whl` first (plain `pip` there is another Python).
+# The lent machine lacks rosbags (node pipeline, CUDA tests): carry its wheels in .whl/ (ignored by
+# git); the script installs them (`python3 -m pip install --no-index --no-deps .whl/*.whl`; plain
+# `pip` there is another Python) when rosbags is missing.
 # GPU_CHECKS_DRY_RUN=1 runs every step on the CPU with the tiny preset and one iteration: it checks
 # the script (steps, JSON, summary) on a machine without a GPU; its figures mean nothing.
 set -u
@@ -36,6 +37,9 @@ else
   dev=cuda preset=official precision=bf16 iters=10 warmup=3 points=250000 node_warmup=8 compile=1
   export GPU_CHECKS_RESULTS=benchmarks/results
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+fi
+if [ -d .whl ] && ! $python -c "import rosbags" 2>/dev/null; then
+  $python -m pip install --no-index --no-deps -q .whl/*.whl 2>&1 | tail -3
 fi
 $python -c "import torch, numpy; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'numpy', numpy.__version__)" \
   | tee -a "$out/gpu.txt"
