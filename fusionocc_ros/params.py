@@ -62,7 +62,7 @@ PARAMETERS: dict[str, tuple[str, str]] = {
     "tf.cache_time_s": ("double", "how much TF history is kept (tf2's cache time)"),
     "history.spacing_s": ("double", "spacing of the previous key-frames (images and sweeps)"),
     "history.tolerance_s": ("double", "how far a history frame may be from its ideal time"),
-    "outputs.enabled": ("string_array", "outputs to publish: markers, voxels, cloud"),
+    "outputs.enabled": ("string_array", "outputs to publish: markers, voxels, cloud (each built only while subscribed)"),
     "outputs.class_filter": ("string", "comma-separated classes drawn in markers/cloud; empty = all non-free"),
     "outputs.marker_max_rate_hz": ("double", "upper bound on MarkerArray publishing (0 = every frame)"),
     "outputs.marker_lifetime_s": ("double", "Marker lifetime (0 = forever)"),
