@@ -241,4 +241,3 @@ def test_markers_and_cloud_encode_the_same_from_shared_drawn_voxels() -> None:
         drawn = occupied_voxels(labels, markers.mask)
         assert markers.encode(labels, 7, drawn) == markers.encode(labels, 7)
         assert cloud.encode(labels, 7, drawn) == cloud.encode(labels, 7)
-
