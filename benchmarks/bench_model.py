@@ -27,7 +27,7 @@ from fusionocc_core.config import load_config
 from fusionocc_core.frame import CameraFrame, FrameSet
 from fusionocc_core.model.example_inputs import rig_extrinsics, rig_intrinsics, scene_points
 from fusionocc_core.model.fusionocc import STAGES
-from fusionocc_core.ops.sparse_conv import sparse_conv_algorithm
+from fusionocc_core.ops.sparse_conv import ALGORITHMS, sparse_conv_algorithm
 from fusionocc_core.predictor import PRECISIONS, Predictor
 
 
@@ -42,8 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave torch's default)")
     p.add_argument("--points", type=int, default=250_000,
                    help="LiDAR points per frame (current + previous sweeps; a real nuScenes 8-sweep cloud has ~250-280k)")
-    p.add_argument("--sparse-conv", default="auto", choices=("auto", "pairs", "table"),
-                   help="sparse conv rulebook form (auto: table on CUDA, pairs on CPU)")
+    p.add_argument("--sparse-conv", default="auto", choices=ALGORITHMS,
+                   help="sparse conv rulebook form (auto: table on CUDA, pairs on CPU; triton: the table by an implicit-GEMM Triton kernel)")
     p.add_argument("--src-size", type=int, nargs=2, default=(900, 1600), metavar=("H", "W"),
                    help="source camera image size before the test transform")
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone and 3D encoder (CUDA only)")

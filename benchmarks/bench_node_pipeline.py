@@ -27,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from fusionocc_core.ops.sparse_conv import ALGORITHMS, sparse_conv_algorithm  # noqa: E402
 from fusionocc_ros.params import OUTPUTS  # noqa: E402  (light: no torch, no rclpy)
 
 
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda", help="'cpu' or 'cuda[:N]'")
     ap.add_argument("--precision", default="bf16", choices=("fp32", "bf16", "fp16"), help="autocast dtype")
     ap.add_argument("--compile", action="store_true", help="torch.compile the dense stages")
+    ap.add_argument("--sparse-conv", default="auto", choices=ALGORITHMS,
+                    help="sparse conv form (auto: table on CUDA, pairs on CPU; triton: the table by one Triton kernel)")
     ap.add_argument("--warmup", type=int, default=3, help="synchronized sets not counted at the start")
     ap.add_argument("--cpu-decode", action="store_true",
                     help="decode JPEGs with OpenCV on CPU threads even where nvJPEG (torchvision) is available")
@@ -57,7 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", type=Path, default=REPO / "config" / "occ_node.yaml", help="node parameters YAML")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args(argv)
+    with sparse_conv_algorithm(args.sparse_conv):  # the whole run, warm-up included
+        return _run(args)
 
+
+def _run(args: argparse.Namespace) -> int:
+    """Predictor + pipeline over the bag (main's work, inside the chosen sparse conv form)."""
     import torch
     from rosbags.rosbag2 import Reader
 
@@ -124,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or platform.machine()
     result = {
         "device": name, "torch": torch.__version__, "preset": cfg.name, "precision": args.precision,
-        "compile": args.compile, "outputs": list(pipeline.settings.outputs if args.outputs is None else args.outputs),
+        "compile": args.compile, "sparse_conv": args.sparse_conv, "outputs": list(pipeline.settings.outputs if args.outputs is None else args.outputs),
         "frames": len(totals), "warmup_s": warmup_s, "jpeg_decoding": pipeline.jpeg_decoding,
         "points_p50": statistics.median(points), "points_min": min(points),
         "occupied_voxels_p50": statistics.median(occupied),

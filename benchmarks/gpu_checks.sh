@@ -5,9 +5,10 @@
 #   1. the official preset's predict() latency (bf16, a realistic 250k-point cloud; stage table, then
 #      without stage timers) now, and 2. of an OLD tree (a `git archive` of an earlier commit) in the
 #      same run; 3. the node pipeline on a converted bag (decode -> assemble -> predict -> encode,
-#      p50/p99); 4. the sparse conv's row gather variants and the lift plan (new and old); 5. the
-#      CUDA tests (test/cuda); 6. predict() and 7. the node pipeline with torch.compile; 8. the node
-#      pipeline with the markers alone subscribed; 9. a profile (benchmarks/profile_predict.py).
+#      p50/p99); 4. the CUDA tests (test/cuda); 5. predict() with the LiDAR encoder's sparse convs as
+#      one Triton kernel (--sparse-conv triton) and 6. with torch.compile; 7. the sparse conv's row
+#      gather variants and 8. the lift plan (new and old); 9. the node pipeline compiled and 10. with
+#      the markers alone subscribed; 11. a profile (benchmarks/profile_predict.py).
 # After every step benchmarks/results/gpu_latest.json (commit it) and OUT_DIR/gpu_latest.json are
 # rewritten from what has finished, so a run cut short still reports. The old tree's predict() total
 # includes its stage timers' device syncs: compare it with the new "total_with_stage_timers".
@@ -31,10 +32,10 @@ case $python in */*) python=$(cd "$(dirname "$python")" && pwd)/$(basename "$pyt
 start=$SECONDS
 deadline=$((start + ${GPU_CHECKS_BUDGET_S:-500}))
 if [ "${GPU_CHECKS_DRY_RUN:-0}" = 1 ]; then
-  dev=cpu preset=tiny precision=fp32 iters=1 warmup=0 points=20000 node_warmup=2 compile=0  # compile: CUDA only
+  dev=cpu preset=tiny precision=fp32 iters=1 warmup=0 points=20000 node_warmup=2 compile=0 triton=0  # CUDA only
   export FUSIONOCC_TEST_DEVICE=cpu GPU_CHECKS_RESULTS=$dest  # never overwrite the committed results
 else
-  dev=cuda preset=official precision=bf16 iters=10 warmup=3 points=250000 node_warmup=8 compile=1
+  dev=cuda preset=official precision=bf16 iters=10 warmup=3 points=250000 node_warmup=8 compile=1 triton=1
   export GPU_CHECKS_RESULTS=benchmarks/results
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 fi
@@ -74,7 +75,7 @@ def load(name):
         return json.load(open(p))
     except (OSError, ValueError):
         return None
-new, old, comp = load("bench_new.json"), load("bench_old.json"), load("bench_compile.json")
+new, old, comp, tri = load("bench_new.json"), load("bench_old.json"), load("bench_compile.json"), load("bench_triton.json")
 node, node_comp, node_markers = load("node_pipeline.json"), load("node_pipeline_compiled.json"), load("node_pipeline_markers.json")
 import torch
 res = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu (dry run)",
@@ -82,6 +83,7 @@ res = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else 
        "official_bf16_predict_ms_p50": new and new["predictor_ms"]["total"],
        "official_bf16_predict_points": new and new["args"]["points"],
        "official_bf16_compiled_predict_ms_p50": comp and comp["predictor_ms"]["total"],
+       "official_bf16_triton_sparse_conv_predict_ms_p50": tri and tri["predictor_ms"]["total"],
        "node_pipeline_ms_p50": node and node["p50_ms"], "node_pipeline_ms_p99": node and node["p99_ms"],
        "node_pipeline_points_p50": node and node["points_p50"], "node_warmup_s": node and node["warmup_s"],
        "node_pipeline_jpeg_decoding": node and node.get("jpeg_decoding"),
@@ -92,7 +94,8 @@ res = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else 
        "node_pipeline_compiled_ms_p50": node_comp and node_comp["p50_ms"],
        "node_pipeline_compiled_ms_p99": node_comp and node_comp["p99_ms"],
        "node_pipeline_compiled_warmup_s": node_comp and node_comp["warmup_s"],
-       "stages_ms": {k: v and v["predictor_ms"] for k, v in (("new", new), ("old", old), ("new_compiled", comp))},
+       "stages_ms": {k: v and v["predictor_ms"] for k, v in (("new", new), ("old", old), ("new_compiled", comp),
+                                                               ("new_triton_sparse_conv", tri))},
        "steps_skipped": open(os.path.join(out, "skipped.txt")).read().splitlines()
                         if os.path.exists(os.path.join(out, "skipped.txt")) else []}
 results = os.environ["GPU_CHECKS_RESULTS"]
@@ -111,10 +114,11 @@ if [ -n "$old" ] && [ -d "$old" ]; then
   run bench_old 150 60 env -C "$old_abs" PYTHONPATH="$old_abs" "${model[@]}" --json "$out/bench_old.json"
 fi
 [ -n "$bag" ] && run node_pipeline 150 45 "${node[@]}" --json "$out/node_pipeline.json"
+run cuda_tests 200 60 $python -m pytest -q -p no:cacheprovider test/cuda -k "not train_with_amp"
+[ "$triton" = 1 ] && run bench_triton 150 60 "${model[@]}" --sparse-conv triton --json "$out/bench_triton.json"
+[ "$compile" = 1 ] && run bench_compile 200 90 "${model[@]}" --compile --json "$out/bench_compile.json"
 run gather 60 15 $python benchmarks/bench_gather.py --device $dev
 run lift_plan 60 15 $python benchmarks/bench_lift_plan.py --device $dev ${old_abs:+--tree "$old_abs"}
-run cuda_tests 200 60 $python -m pytest -q -p no:cacheprovider test/cuda -k "not train_with_amp"
-[ "$compile" = 1 ] && run bench_compile 200 90 "${model[@]}" --compile --json "$out/bench_compile.json"
 [ "$compile" = 1 ] && [ -n "$bag" ] && run node_pipeline_compiled 240 120 "${node[@]}" --compile \
   --json "$out/node_pipeline_compiled.json"
 [ -n "$bag" ] && run node_pipeline_markers 120 45 "${node[@]}" --outputs markers --json "$out/node_pipeline_markers.json"

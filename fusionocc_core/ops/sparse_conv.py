@@ -16,6 +16,8 @@ Two rulebook forms, the same arithmetic (tests check one against the other and a
 * "table" (the CUDA default): a (M_out, K) neighbour table, missing neighbours pointing at one
   zero row, and one gather + one (M_out, K*C_in) @ (K*C_in, C_out) GEMM per conv (in row chunks).
   No host synchronisation except one `unique` per strided conv (its output site count).
+  "triton" (opt-in, inference): the same table, applied by an implicit-GEMM Triton kernel that
+  never materialises the gathered matrix (`sparse_conv_triton.py`).
 `sparse_conv_algorithm("pairs"|"table"|"auto")` overrides the choice (tests, benchmarks).
 
 Weights are stored as (kx, ky, kz, C_in, C_out), the mmcv layout of the official checkpoint;
@@ -218,14 +220,15 @@ def build_strided_rulebook(
     return result  # type: ignore[return-value]
 
 
-ALGORITHMS = ("auto", "pairs", "table")
+ALGORITHMS = ("auto", "pairs", "table", "triton")
 _algorithm = "auto"
 TABLE_CHUNK_ELEMENTS = 1 << 26  # gathered elements per GEMM chunk of the table path (128 MB in bf16)
 
 
 @contextlib.contextmanager
 def sparse_conv_algorithm(name: str) -> Iterator[None]:
-    """Within the block, sparse convs build "pairs" or "table" rulebooks ("auto": table on CUDA)."""
+    """Within the block, sparse convs build "pairs" or "table" rulebooks ("auto": table on CUDA);
+    "triton": table rulebooks applied by one Triton kernel in inference (sparse_conv_triton.py)."""
     global _algorithm
     if name not in ALGORITHMS:
         raise ValueError(f"sparse conv algorithm must be one of {ALGORITHMS}, got {name!r}")
@@ -237,7 +240,7 @@ def sparse_conv_algorithm(name: str) -> Iterator[None]:
 
 
 def _use_table(device: torch.device) -> bool:
-    return _algorithm == "table" or (_algorithm == "auto" and device.type == "cuda")
+    return _algorithm in ("table", "triton") or (_algorithm == "auto" and device.type == "cuda")
 
 
 @dataclass
@@ -377,10 +380,15 @@ def _gather_rows(padded: torch.Tensor, index: torch.Tensor, by_words: bool | Non
 def _table_conv(feats: torch.Tensor, weight: torch.Tensor, nt: NeighbourTable) -> torch.Tensor:
     """out (M', C_out) = [feats; 0][table] (M', K, C_in) flattened @ weight (K*C_in, C_out), in row chunks."""
     K, c_in, c_out = weight.shape
+    inference = not (torch.is_grad_enabled() and feats.requires_grad)
+    if _algorithm == "triton" and inference:
+        from fusionocc_core.ops.sparse_conv_triton import implicit_gemm_conv  # needs triton (CUDA builds)
+
+        return implicit_gemm_conv(feats, weight, nt.table, nt.num_in)
     padded = torch.cat([feats, feats.new_zeros(1, c_in)])  # row num_in = the missing neighbour
     w = weight.reshape(K * c_in, c_out)
     rows = max(1, TABLE_CHUNK_ELEMENTS // (K * c_in))
-    if torch.is_grad_enabled() and feats.requires_grad:  # advanced indexing: deterministic backward
+    if not inference:  # advanced indexing: deterministic backward
         def gather(t: torch.Tensor) -> torch.Tensor:
             return padded[t]
     else:  # inference: a flat element-wise gather

@@ -97,6 +97,50 @@ def test_lidar_encoder_table_equals_pairs_on_a_realistic_official_cloud() -> Non
     torch.testing.assert_close(outs["table"], outs["pairs"], rtol=1e-4, atol=1e-4)
 
 
+def _triton_or_skip() -> None:
+    """The Triton kernel needs the triton package (PyTorch's CUDA builds bring it); on the CPU it runs
+    only in Triton's interpreter (TRITON_INTERPRET=1), which checks the kernel's arithmetic."""
+    pytest.importorskip("triton")
+    if not DEVICE.startswith("cuda") and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("the Triton kernel runs on the CPU only under TRITON_INTERPRET=1")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_implicit_gemm_equals_the_gathered_product(dtype: torch.dtype) -> None:
+    _triton_or_skip()
+    from fusionocc_core.ops.sparse_conv_triton import implicit_gemm_conv
+
+    g = torch.Generator().manual_seed(0)
+    for num_in, num_out, c_in, c_out in ((300, 250, 16, 16), (500, 130, 48, 64), (90, 200, 8, 48), (10, 0, 16, 16)):
+        feats = torch.randn(num_in, c_in, generator=g).to(dtype)
+        weight = torch.randn(27, c_in, c_out, generator=g).to(dtype)
+        table = torch.randint(0, num_in + 1, (num_out, 27), generator=g)  # num_in: no neighbour there
+        table[:, 4] = num_in  # a tap no row has
+        ref = torch.cat([feats, feats.new_zeros(1, c_in)]).float()[table].reshape(num_out, 27 * c_in) @ weight.float().reshape(-1, c_out)
+        out = implicit_gemm_conv(feats.to(DEVICE), weight.to(DEVICE), table.to(DEVICE), num_in).float().cpu()
+        assert out.shape == (num_out, c_out)
+        tol = 1e-5 if dtype == torch.float32 else 1e-2  # bf16: the output's own rounding
+        scale = float(ref.abs().max()) if ref.numel() else 1.0
+        torch.testing.assert_close(out, ref, rtol=tol, atol=tol * max(1.0, scale))
+
+
+def test_lidar_encoder_triton_kernel_equals_the_table_path() -> None:
+    # the implicit-GEMM kernel against the table path it replaces, the whole official LiDAR encoder
+    _triton_or_skip()
+    cfg = load_config("official")
+    torch.manual_seed(0)
+    model = build_model(cfg).lidar_encoder.eval().to(DEVICE)
+    pts, _ = scene_points(np.random.default_rng(0), 250_000 if DEVICE.startswith("cuda") else 3_000)
+    points = [torch.from_numpy(pts).to(DEVICE)]
+    outs = {}
+    with torch.inference_mode():
+        for algo in ("table", "triton"):
+            with sparse_conv_algorithm(algo):
+                outs[algo] = model(points).float().cpu()
+    assert outs["table"].abs().sum() > 0
+    torch.testing.assert_close(outs["triton"], outs["table"], rtol=1e-4, atol=1e-4)
+
+
 def test_image_transform_on_the_device_equals_cpu_and_pil() -> None:
     import cv2
     from PIL import Image
