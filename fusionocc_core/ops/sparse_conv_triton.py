@@ -53,12 +53,19 @@ if triton is not None:
         tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
 
+    # rows per program and warps, chosen per layer shape at its first call (the node's warm-up) on a GPU;
+    # the interpreter cannot time configurations and runs the plain kernel with 64 rows
+    _tuned_kernel = triton.autotune(
+        configs=[triton.Config({"BLOCK_M": m}, num_warps=w) for m, w in ((32, 2), (64, 4), (128, 4), (128, 8))],
+        key=["c_in", "c_out"],
+    )(_implicit_gemm_kernel)
+
+
 def _pow2(n: int, least: int) -> int:
     return max(least, 1 << (max(int(n), 1) - 1).bit_length())
 
 
-def implicit_gemm_conv(feats: torch.Tensor, weight: torch.Tensor, table: torch.Tensor, num_in: int,
-                       block_m: int = 64) -> torch.Tensor:
+def implicit_gemm_conv(feats: torch.Tensor, weight: torch.Tensor, table: torch.Tensor, num_in: int) -> torch.Tensor:
     """out (M', C_out) = sum_k feats[table[:, k]] @ weight[k]; feats (num_in, C_in), weight (K, C_in, C_out)
     in feats' dtype, table (M', K) int64 with num_in marking a missing neighbour. fp32 accumulation."""
     if triton is None:
@@ -76,9 +83,13 @@ def implicit_gemm_conv(feats: torch.Tensor, weight: torch.Tensor, table: torch.T
     if num_out == 0:
         return out
     block_n = min(64, _pow2(c_out, 16))
-    grid = (triton.cdiv(num_out, block_m), triton.cdiv(c_out, block_n))
+    grid = lambda meta: (triton.cdiv(num_out, meta["BLOCK_M"]), triton.cdiv(c_out, block_n))  # noqa: E731
     # the interpreter (TRITON_INTERPRET=1, CPU checks) multiplies half precisions wrongly: fp32 there
     fp32_dot = feats.dtype == torch.float32 or interpreted
-    _implicit_gemm_kernel[grid](feats, table, weight, out, num_out, num_in, c_in, c_out,
-                                K=K, BLOCK_M=block_m, BLOCK_C=_pow2(c_in, 16), BLOCK_N=block_n, FP32_DOT=fp32_dot)
+    args = (feats, table, weight, out, num_out, num_in, c_in, c_out)
+    constants = {"K": K, "BLOCK_C": _pow2(c_in, 16), "BLOCK_N": block_n, "FP32_DOT": fp32_dot}
+    if interpreted:
+        _implicit_gemm_kernel[grid](*args, BLOCK_M=64, **constants)
+    else:
+        _tuned_kernel[grid](*args, **constants)
     return out
