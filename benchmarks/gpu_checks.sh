@@ -6,9 +6,9 @@
 #      without stage timers) now, and 2. of an OLD tree (a `git archive` of an earlier commit) in the
 #      same run; 3. the node pipeline on a converted bag (decode -> assemble -> predict -> encode,
 #      p50/p99); 4. the CUDA tests (test/cuda); 5. predict() with the LiDAR encoder's sparse convs as
-#      one Triton kernel (--sparse-conv triton) and 6. with torch.compile; 7. the sparse conv's row
-#      gather variants and 8. the lift plan (new and old); 9. the node pipeline compiled and 10. with
-#      the markers alone subscribed; 11. a profile (benchmarks/profile_predict.py).
+#      one Triton kernel (--sparse-conv triton) and 6. with torch.compile; 7. the node pipeline with
+#      the Triton kernel and 8. compiled; 9. the sparse conv's row gather variants and 10. the lift
+#      plan (new and old); 11. the node pipeline with the markers alone subscribed; 12. a profile.
 # After every step benchmarks/results/gpu_latest.json (commit it) and OUT_DIR/gpu_latest.json are
 # rewritten from what has finished, so a run cut short still reports. The old tree's predict() total
 # includes its stage timers' device syncs: compare it with the new "total_with_stage_timers".
@@ -77,6 +77,7 @@ def load(name):
         return None
 new, old, comp, tri = load("bench_new.json"), load("bench_old.json"), load("bench_compile.json"), load("bench_triton.json")
 node, node_comp, node_markers = load("node_pipeline.json"), load("node_pipeline_compiled.json"), load("node_pipeline_markers.json")
+node_tri = load("node_pipeline_triton.json")
 import torch
 res = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu (dry run)",
        "torch": torch.__version__, "date": datetime.date.today().isoformat(),
@@ -91,6 +92,8 @@ res = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else 
        "node_pipeline_stages_p50_ms": node and node["stages_p50_ms"],
        "node_pipeline_markers_only_ms_p50": node_markers and node_markers["p50_ms"],
        "node_pipeline_markers_only_ms_p99": node_markers and node_markers["p99_ms"],
+       "node_pipeline_triton_sparse_conv_ms_p50": node_tri and node_tri["p50_ms"],
+       "node_pipeline_triton_sparse_conv_ms_p99": node_tri and node_tri["p99_ms"],
        "node_pipeline_compiled_ms_p50": node_comp and node_comp["p50_ms"],
        "node_pipeline_compiled_ms_p99": node_comp and node_comp["p99_ms"],
        "node_pipeline_compiled_warmup_s": node_comp and node_comp["warmup_s"],
@@ -117,10 +120,12 @@ fi
 run cuda_tests 200 60 $python -m pytest -q -p no:cacheprovider test/cuda -k "not train_with_amp"
 [ "$triton" = 1 ] && run bench_triton 150 60 "${model[@]}" --sparse-conv triton --json "$out/bench_triton.json"
 [ "$compile" = 1 ] && run bench_compile 200 90 "${model[@]}" --compile --json "$out/bench_compile.json"
-run gather 60 15 $python benchmarks/bench_gather.py --device $dev
-run lift_plan 60 15 $python benchmarks/bench_lift_plan.py --device $dev ${old_abs:+--tree "$old_abs"}
+[ "$triton" = 1 ] && [ -n "$bag" ] && run node_pipeline_triton 150 45 "${node[@]}" --sparse-conv triton \
+  --json "$out/node_pipeline_triton.json"
 [ "$compile" = 1 ] && [ -n "$bag" ] && run node_pipeline_compiled 240 120 "${node[@]}" --compile \
   --json "$out/node_pipeline_compiled.json"
+run gather 60 15 $python benchmarks/bench_gather.py --device $dev
+run lift_plan 60 15 $python benchmarks/bench_lift_plan.py --device $dev ${old_abs:+--tree "$old_abs"}
 [ -n "$bag" ] && run node_pipeline_markers 120 45 "${node[@]}" --outputs markers --json "$out/node_pipeline_markers.json"
 run profile 120 60 $python benchmarks/profile_predict.py --preset $preset --precision $precision --points $points \
   --frames 2 --device $dev --out "$out/profile"
