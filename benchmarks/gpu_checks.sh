@@ -7,8 +7,9 @@
 #      same run; 3. the node pipeline on a converted bag (decode -> assemble -> predict -> encode,
 #      p50/p99); 4. the CUDA tests (test/cuda); 5. predict() with the LiDAR encoder's sparse convs as
 #      one Triton kernel (--sparse-conv triton) and 6. with torch.compile; 7. the node pipeline with
-#      the Triton kernel and 8. compiled; 9. the sparse conv's row gather variants and 10. the lift
-#      plan (new and old); 11. the node pipeline with the markers alone subscribed; 12. a profile.
+#      the Triton kernel and 8. compiled; 9. a profile (benchmarks/profile_predict.py: kernels, syncs
+#      by caller); 10. the sparse conv's row gather variants and 11. the lift plan (new and old);
+#      12. the node pipeline with the markers alone subscribed.
 # After every step benchmarks/results/gpu_latest.json (commit it) and OUT_DIR/gpu_latest.json are
 # rewritten from what has finished, so a run cut short still reports. The old tree's predict() total
 # includes its stage timers' device syncs: compare it with the new "total_with_stage_timers".
@@ -124,11 +125,11 @@ run cuda_tests 200 60 $python -m pytest -q -p no:cacheprovider test/cuda -k "not
   --json "$out/node_pipeline_triton.json"
 [ "$compile" = 1 ] && [ -n "$bag" ] && run node_pipeline_compiled 240 120 "${node[@]}" --compile \
   --json "$out/node_pipeline_compiled.json"
+run profile 120 60 $python benchmarks/profile_predict.py --preset $preset --precision $precision --points $points \
+  --frames 2 --device $dev --out "$out/profile"
 run gather 60 15 $python benchmarks/bench_gather.py --device $dev
 run lift_plan 60 15 $python benchmarks/bench_lift_plan.py --device $dev ${old_abs:+--tree "$old_abs"}
 [ -n "$bag" ] && run node_pipeline_markers 120 45 "${node[@]}" --outputs markers --json "$out/node_pipeline_markers.json"
-run profile 120 60 $python benchmarks/profile_predict.py --preset $preset --precision $precision --points $points \
-  --frames 2 --device $dev --out "$out/profile"
 summarize
 cp "$out/summary.txt" "$dest/summary.txt"
 tar -czf "$dest/logs.tgz" -C "$out" . && rm -rf "$out"
