@@ -14,9 +14,10 @@
 # rewritten from what has finished, so a run cut short still reports. The old tree's predict() total
 # includes its stage timers' device syncs: compare it with the new "total_with_stage_timers".
 #   benchmarks/gpu_checks.sh OUT_DIR [BAG_DIR] [OLD_TREE]
-# The lent machine lacks rosbags (node pipeline, CUDA tests): carry its wheels in .whl/ (ignored by
-# git); the script installs them (`python3 -m pip install --no-index --no-deps .whl/*.whl`; plain
-# `pip` there is another Python) when rosbags is missing.
+# The lent machine lacks rosbags (node pipeline, CUDA tests) and has no internet: benchmarks/gpu_prepare.sh
+# makes the wheels (.whl/), the bag (.gpu_data/bag) and the old tree here; carry them. This script
+# installs the wheels (`python3 -m pip install --no-index --no-deps .whl/*.whl`; plain `pip` there is
+# another Python) when rosbags is missing.
 # GPU_CHECKS_DRY_RUN=1 runs every step on the CPU with the tiny preset and one iteration: it checks
 # the script (steps, JSON, summary) on a machine without a GPU; its figures mean nothing.
 set -u
