@@ -2,7 +2,7 @@
 predict -> encode, as `OccupancyPipeline.infer` runs it in the node's worker (no DDS).
 
     python benchmarks/bench_node_pipeline.py BAG --preset official --device cuda --precision bf16 \
-        [--compile] [--checkpoint CKPT] [--warmup 3] [--json out.json]
+        [--compile] [--sparse-conv triton] [--outputs markers ...] [--checkpoint CKPT] [--warmup 3] [--json out.json]
 
 Every message of BAG (e.g. from `fusionocc-convert`) goes through the pipeline in bag order, as
 `fusionocc-replay` does; each synchronized set is inferred on a worker thread, as in the node (a

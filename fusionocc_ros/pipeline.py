@@ -48,7 +48,8 @@ def freeze_startup_objects() -> int:
 
 @dataclass
 class PipelineResult:
-    """One inferred frame: labels (X, Y, Z) uint8 and the CDR bytes of each enabled output."""
+    """One inferred frame: labels (X, Y, Z) uint8 and the CDR bytes of each output encoded for it
+    (the enabled ones `infer` was asked for)."""
 
     stamp_ns: int
     labels: np.ndarray

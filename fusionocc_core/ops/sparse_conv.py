@@ -18,7 +18,7 @@ Two rulebook forms, the same arithmetic (tests check one against the other and a
   No host synchronisation except one `unique` per strided conv (its output site count).
   "triton" (opt-in, inference): the same table, applied by an implicit-GEMM Triton kernel that
   never materialises the gathered matrix (`sparse_conv_triton.py`).
-`sparse_conv_algorithm("pairs"|"table"|"auto")` overrides the choice (tests, benchmarks).
+`sparse_conv_algorithm("pairs"|"table"|"triton"|"auto")` overrides the choice (tests, benchmarks).
 
 Weights are stored as (kx, ky, kz, C_in, C_out), the mmcv layout of the official checkpoint;
 `weight.permute(4, 3, 0, 1, 2)` is the equivalent `nn.Conv3d` weight.
