@@ -264,10 +264,11 @@ class Predictor:
             t_lidar = time.perf_counter()
             batch.update(self._lidar_batch(frame_set, batch))
             self.model.check_batch(batch)  # on the host copies: no device synchronisation
+            lift_keys = self.model.lift_keys(batch)  # likewise
             batch = {k: ([p.to(dev) for p in v] if k == "points" else v if k == "imgs" else v.to(dev, non_blocking=True))
                      for k, v in batch.items()}  # images went to the device per frame, only when encoded
             preprocess_s += time.perf_counter() - t_lidar
-            out = self.model.forward_features(batch, feats)
+            out = self.model.forward_features(batch, feats, lift_keys)
             t_post = time.perf_counter()
             logits = out["occ_logits"][0].float()  # (X, Y, Z, classes)
             top, labels = logits.max(dim=-1)

@@ -25,6 +25,7 @@ from fusionocc_core.model.lidar_encoder import POINT_DIMS, CustomSparseEncoder
 from fusionocc_core.model.resnet import ResNet
 from fusionocc_core.model.swin import SwinTransformer
 from fusionocc_core.model.view_transformer import CrossModalLSS, camera_mlp_input, sparse_depth_onehot
+from fusionocc_core.ops.voxel_pool import geometry_key
 
 STAGES = ("backbone", "fusion", "lift", "lidar_encoder", "encoder_3d", "head")
 
@@ -141,9 +142,10 @@ class FusionOcc(nn.Module):
         return x.view(B, N, *x.shape[1:])
 
     def image_volume(self, feats: torch.Tensor, depth_onehot: torch.Tensor, frame: dict[str, torch.Tensor],
-                     sensor2ego_key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     sensor2ego_key: torch.Tensor, lift_key: str | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One frame's neck features (B, N, C, h, w) -> lifted + pre-processed volume (B, F, Z, Y, X),
-        depth probs (B*N, D, h, w), seg logits (B*N, classes, h, w)."""
+        depth probs (B*N, D, h, w), seg logits (B*N, classes, h, w). lift_key: see `lift_keys`."""
         B, N = feats.shape[:2]
         vt = self.img_view_transformer
         with self.timed("fusion"):
@@ -152,7 +154,7 @@ class FusionOcc(nn.Module):
             depth_probs, feature, seg_logits = vt.fuse(feats.flatten(0, 1), depth_onehot, mlp.flatten(0, 1))
         with self.timed("lift"):
             volume = vt.lift(depth_probs, feature, frame["sensor2ego"], frame["intrins"], frame["post_rots"],
-                             frame["post_trans"], frame["bda"])  # (B, F, Z, Y, X)
+                             frame["post_trans"], frame["bda"], key=lift_key)  # (B, F, Z, Y, X)
             volume = self.pre_process_net(volume.to(feature.dtype).contiguous(memory_format=self.volume_format))[0]
         return volume, depth_probs, seg_logits
 
@@ -192,8 +194,18 @@ class FusionOcc(nn.Module):
                 feats[t] = self.encode_images(imgs[:, t])
         return self.forward_features(batch, feats)  # type: ignore[arg-type]
 
-    def forward_features(self, batch: dict[str, Any], feats: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Everything after the image backbone, given each frame's neck features (B, N, C, h, w)."""
+    @staticmethod
+    def lift_keys(batch: dict[str, Any]) -> list[str]:
+        """Each time step's lift-plan cache key (its camera matrices and the BEV augmentation). Made
+        from the host copies before they go to the device, they spare the lift a device sync per step."""
+        T = batch["sensor2ego"].shape[1]
+        return [geometry_key(*(batch[k][:, t] for k in ("sensor2ego", "intrins", "post_rots", "post_trans")),
+                             batch["bda"]) for t in range(T)]
+
+    def forward_features(self, batch: dict[str, Any], feats: list[torch.Tensor],
+                         lift_keys: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """Everything after the image backbone, given each frame's neck features (B, N, C, h, w).
+        lift_keys: `lift_keys(batch)` made before the batch went to the device (None: made here)."""
         depth_cfg = self.cfg.grid.depth
         with self.timed("fusion"):
             # the key sweep's sparse depth serves every frame (official)
@@ -205,7 +217,8 @@ class FusionOcc(nn.Module):
             frame = {k: batch[k][:, t] for k in ("sensor2ego", "intrins", "post_rots", "post_trans")}
             frame["bda"] = batch["bda"]
             with torch.no_grad() if t > 0 else contextlib.nullcontext():
-                vol, dp, seg = self.image_volume(feats[t], onehot, frame, s2e_key)
+                vol, dp, seg = self.image_volume(feats[t], onehot, frame, s2e_key,
+                                                 None if lift_keys is None else lift_keys[t])
             volumes.append(vol)
             if t == 0:
                 depth_probs, seg_logits = dp, seg

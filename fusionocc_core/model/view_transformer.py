@@ -238,11 +238,15 @@ class CrossModalLSS(nn.Module):
         return (bda.view(B, 1, 1, 1, 1, 3, 3) @ pts.unsqueeze(-1)).squeeze(-1)
 
     def lift(self, depth_probs: torch.Tensor, feature: torch.Tensor, sensor2ego: torch.Tensor, intrins: torch.Tensor,
-             post_rots: torch.Tensor, post_trans: torch.Tensor, bda: torch.Tensor) -> torch.Tensor:
-        """Pool depth (BN, D, h, w) x feature (BN, F, h, w) into the volume (B, F, Z, Y, X)."""
+             post_rots: torch.Tensor, post_trans: torch.Tensor, bda: torch.Tensor, key: str | None = None
+             ) -> torch.Tensor:
+        """Pool depth (BN, D, h, w) x feature (BN, F, h, w) into the volume (B, F, Z, Y, X). key: the
+        geometry's plan-cache key when the caller made it from host copies of the same matrices
+        (`geometry_key` of CUDA tensors copies them to the host: a device sync)."""
         B, N = sensor2ego.shape[:2]
         # the frustum is fixed per module (input size, downsample, depth bins): not part of the key
-        key = geometry_key(sensor2ego, intrins, post_rots, post_trans, bda)
+        if key is None:
+            key = geometry_key(sensor2ego, intrins, post_rots, post_trans, bda)
         plan = self.plan_cache.get(key)
         if plan is None:
             with torch.no_grad():

@@ -78,6 +78,30 @@ def test_predict_equals_the_model_forward_with_argmax_and_softmax(predictor):
     assert np.abs(pred.confidence.astype(int) - np.round(probs.amax(-1).numpy() * 255)).max() <= 1
 
 
+def test_lift_plans_are_keyed_from_the_host_matrices_and_follow_the_calibration():
+    # predict() keys the lift's plans on the host copies (no device sync on CUDA); the keys must be the
+    # ones the lift makes itself from the same matrices, and a moved camera must get a new plan
+    torch.manual_seed(0)
+    p = Predictor("tiny")
+    cache = p.model.img_view_transformer.plan_cache
+    previous = camera_frame(11, 1_500, x_offset=-2.5)
+    fs = frame_set(1, 2_000, [previous])
+    p.predict(fs)
+    assert (cache.misses, cache.hits) == (2, 0)  # the two time steps have different geometry
+    batch, _ = p.make_batch(fs)
+    assert set(p.model.lift_keys(batch)) == set(cache._plans)
+    with torch.inference_mode():
+        p.model(batch)  # keys made inside the lift: the same plans
+    assert (cache.misses, cache.hits) == (2, 2)
+    pts, _ = scene_points(np.random.default_rng(3), 3000)
+    moved = FrameSet(3_000, camera_frame(3, 3_000, x_offset=1.0), [previous], pts, pts[:2000])
+    got = p.predict(moved)
+    assert (cache.misses, cache.hits) == (3, 3)  # the moved key frame is new, its previous frame is not
+    torch.manual_seed(0)
+    want = Predictor("tiny").predict(moved)
+    assert np.array_equal(got.labels, want.labels) and np.array_equal(got.confidence, want.confidence)
+
+
 def test_each_image_goes_through_the_backbone_once():
     torch.manual_seed(0)
     p = Predictor("tiny")
