@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="sparse conv rulebook form (auto: table on CUDA, pairs on CPU; triton: the table by an implicit-GEMM Triton kernel)")
     p.add_argument("--src-size", type=int, nargs=2, default=(900, 1600), metavar=("H", "W"),
                    help="source camera image size before the test transform")
-    p.add_argument("--compile", action="store_true", help="torch.compile the backbone and 3D encoder (CUDA only)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the dense fixed-shape modules: backbone, 2D fusion, 3D encoder, head (FusionOcc.compile_targets; CUDA only)")
     p.add_argument("--skip-baseline", action="store_true", help="time only the predictor (saves one mode on slow presets)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)

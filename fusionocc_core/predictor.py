@@ -101,8 +101,7 @@ class Predictor:
             _store_gemm_weights_in(self.model, PRECISIONS[precision])
         self._encode = self.model.encode_images
         if compile:  # in place (nn.Module.compile): parameter names and state_dict keys stay unchanged
-            for module in (self.model.img_backbone, self.model.img_neck, self.model.img_bev_encoder_backbone,
-                           self.model.img_bev_encoder_neck):
+            for module in self.model.compile_targets():
                 module.compile()
         self.num_frames = self.model.num_frames
         self._features: dict[int, torch.Tensor] = {}  # stamp_ns -> (1, N, C, h, w)

@@ -92,6 +92,16 @@ class FusionOcc(nn.Module):
             m.fold_batchnorm(dtype)
         return len(folded)
 
+    def compile_targets(self) -> list[nn.Module]:
+        """The dense modules of fixed input shape that `torch.compile` fuses: the image backbone and neck,
+        the 2D fusion and depth/seg heads (run for every time step: many small, launch-bound kernels),
+        the volume's pre-process net, the 3D encoder and the head. The lift and the sparse LiDAR encoder
+        (data-dependent sizes) stay eager."""
+        vt = self.img_view_transformer
+        return [self.img_backbone, self.img_neck, vt.img_reduce_conv, vt.depth_encoder, vt.cross_model_fusion,
+                vt.further_fuse, vt.depth_seg_net, self.pre_process_net, self.img_bev_encoder_backbone,
+                self.img_bev_encoder_neck, self.final_conv, self.predicter]
+
     def set_channels_last_3d(self, enabled: bool = True) -> None:
         """Run the dense 3D stages in channels_last_3d (NDHWC) layout: same numbers; on CPU inference
         ~20 % faster for the tiny preset's narrow volumes (no gain for training; BENCHMARKS.md)."""
