@@ -116,15 +116,23 @@ def depth_target(sparse_depth: torch.Tensor, downsample: int, depth_cfg: tuple[f
     return onehot * valid.reshape(-1, 1)
 
 
+def _map_stride(field: str, target: torch.Tensor, output: torch.Tensor, output_name: str) -> int:
+    """The integer stride from batch[field] (B, N, H, W) to the per-camera map `output` (B*N, C, h, w);
+    a one-line ValueError naming the field when the shapes do not fit."""
+    BN, _, h, w = output.shape
+    if target.ndim != 4 or target.shape[0] * target.shape[1] != BN:
+        raise ValueError(f"batch['{field}'] {tuple(target.shape)} does not match {output_name} {tuple(output.shape)}")
+    H, W = target.shape[2:]
+    ds = H // h
+    if ds < 1 or H != h * ds or W != w * ds:
+        raise ValueError(f"batch['{field}'] {H}x{W} is not an integer multiple of the {output_name} map {h}x{w}")
+    return ds
+
+
 def depth_loss(depth_probs: torch.Tensor, sparse_depth: torch.Tensor, depth_cfg: tuple[float, float, float]) -> torch.Tensor:
     """BCE of the depth distribution (B*N, D, h, w) vs the sparse-depth one-hot on pixels with a return."""
     BN, D, h, w = depth_probs.shape
-    if sparse_depth.ndim != 4 or sparse_depth.shape[0] * sparse_depth.shape[1] != BN:
-        raise ValueError(f"batch['sparse_depth'] {tuple(sparse_depth.shape)} does not match depth_probs {tuple(depth_probs.shape)}")
-    H, W = sparse_depth.shape[2:]
-    ds = H // h
-    if ds < 1 or H != h * ds or W != w * ds:
-        raise ValueError(f"batch['sparse_depth'] {H}x{W} is not an integer multiple of the depth map {h}x{w}")
+    ds = _map_stride("sparse_depth", sparse_depth, depth_probs, "depth_probs")
     target = depth_target(sparse_depth, ds, depth_cfg)  # (B*N*h*w, D)
     if target.shape[1] != D:
         raise ValueError(f"depth_probs has {D} bins but grid.depth {depth_cfg} gives {target.shape[1]}")
@@ -138,12 +146,7 @@ def depth_loss(depth_probs: torch.Tensor, sparse_depth: torch.Tensor, depth_cfg:
 def seg_loss(seg_logits: torch.Tensor, seg_labels: torch.Tensor) -> torch.Tensor:
     """CE of 2D seg logits (B*N, C, h, w) vs labels (B, N, H, W) sub-sampled by the stride, ignoring 17."""
     BN, C, h, w = seg_logits.shape
-    if seg_labels.ndim != 4 or seg_labels.shape[0] * seg_labels.shape[1] != BN:
-        raise ValueError(f"batch['seg_labels'] {tuple(seg_labels.shape)} does not match seg_logits {tuple(seg_logits.shape)}")
-    H, W = seg_labels.shape[2:]
-    ds = H // h
-    if ds < 1 or H != h * ds or W != w * ds:
-        raise ValueError(f"batch['seg_labels'] {H}x{W} is not an integer multiple of the seg map {h}x{w}")
+    ds = _map_stride("seg_labels", seg_labels, seg_logits, "seg_logits")
     labels = seg_labels[:, :, ::ds, ::ds].reshape(BN, h, w).long()  # every ds-th pixel
     _check_labels(labels, C, "seg_labels")
     logits = seg_logits.float()

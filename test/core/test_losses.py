@@ -174,3 +174,9 @@ def test_missing_keys_and_mismatched_shapes_are_named() -> None:
         depth_loss(outputs["depth_probs"], torch.zeros(1, 2, 30, 64), DEPTH)
     with pytest.raises(ValueError, match="bins"):
         depth_loss(outputs["depth_probs"], batch["sparse_depth"], (1.0, 45.0, 1.0))
+    with pytest.raises(ValueError, match=r"batch\['sparse_depth'\] 30x64 is not an integer multiple"):
+        depth_loss(outputs["depth_probs"], torch.zeros(1, 2, 30, 64), DEPTH)
+    with pytest.raises(ValueError, match=r"batch\['seg_labels'\] \(1, 3, 32, 64\) does not match seg_logits"):
+        seg_loss(outputs["seg_logits"], torch.zeros(1, 3, 32, 64, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"batch\['seg_labels'\] 32x60 is not an integer multiple"):
+        seg_loss(outputs["seg_logits"], torch.zeros(1, 2, 32, 60, dtype=torch.long))
