@@ -27,7 +27,8 @@ from fusionocc_core.config import load_config
 from fusionocc_core.frame import CameraFrame, FrameSet
 from fusionocc_core.model.example_inputs import rig_extrinsics, rig_intrinsics, scene_points
 from fusionocc_core.model.fusionocc import STAGES
-from fusionocc_core.ops.sparse_conv import ALGORITHMS, sparse_conv_algorithm
+from fusionocc_core.inference_options import PRECISION_NAMES, SPARSE_CONV_ALGORITHMS
+from fusionocc_core.ops.sparse_conv import sparse_conv_algorithm
 from fusionocc_core.predictor import PRECISIONS, Predictor
 
 
@@ -36,13 +37,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", default="tiny", help="model preset name or YAML config path")
     p.add_argument("--device", default="cpu", help="'cpu' or 'cuda[:N]'")
-    p.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS), help="autocast dtype (CUDA only for bf16/fp16)")
+    p.add_argument("--precision", default="fp32", choices=PRECISION_NAMES, help="autocast dtype (CUDA only for bf16/fp16)")
     p.add_argument("--iters", type=int, default=5, help="timed runs per mode (the median is reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per mode before timing")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave torch's default)")
     p.add_argument("--points", type=int, default=250_000,
                    help="LiDAR points per frame (current + previous sweeps; a real nuScenes 8-sweep cloud has ~250-280k)")
-    p.add_argument("--sparse-conv", default="auto", choices=ALGORITHMS,
+    p.add_argument("--sparse-conv", default="auto", choices=SPARSE_CONV_ALGORITHMS,
                    help="sparse conv rulebook form (auto: table on CUDA, pairs on CPU; triton: the table by an implicit-GEMM Triton kernel)")
     p.add_argument("--src-size", type=int, nargs=2, default=(900, 1600), metavar=("H", "W"),
                    help="source camera image size before the test transform")
@@ -120,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.preset)
     try:
-        pred = Predictor(cfg, device=args.device, precision=args.precision, compile=args.compile)
+        pred = Predictor(cfg, device=args.device, precision=args.precision, compile=args.compile,
+                         sparse_conv=args.sparse_conv)
     except (ValueError, FileNotFoundError) as exc:
         print(f"bench_model: {exc}", file=sys.stderr)
         return 2
@@ -131,20 +133,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {cfg.name}: {params / 1e6:.2f} M parameters, input {cfg.data.input_size}, {args.points} points, "
           f"device {pred.device} ({device_name}), precision {args.precision}, sparse conv {args.sparse_conv}, "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}, {platform.machine()}")
-    with sparse_conv_algorithm(args.sparse_conv):
+    with sparse_conv_algorithm(args.sparse_conv):  # the baseline calls the model itself
         baseline = None if args.skip_baseline else time_baseline(pred, frames, args.warmup, args.iters)
-        pred.reset()
-        pred.predict(frames[0])  # fills the cache with frame 0, the history of frame 1
-        pred.stage_timings = True  # the per-stage table (each stage boundary synchronises the device)
-        predictor = time_predictor(pred, frames[1:], args.warmup, args.iters)
-        if pred.device.type == "cuda":  # the latency the node gets: no stage timers, host and GPU overlap
-            pred.stage_timings = False
-            pred.reset()  # the stream starts again: without this its stamps would be older than the cache's
-            pred.predict(frames[0])
-            unsynced = time_predictor(pred, frames[1:], args.warmup, args.iters)
-            predictor["total_with_stage_timers"] = predictor["total"]
-            predictor["total"], predictor["total_cpu"] = unsynced["total"], unsynced["total_cpu"]
-            predictor["preprocess_unsynced"] = unsynced["preprocess"]
+    pred.reset()
+    pred.predict(frames[0])  # fills the cache with frame 0, the history of frame 1
+    pred.stage_timings = True  # the per-stage table (each stage boundary synchronises the device)
+    predictor = time_predictor(pred, frames[1:], args.warmup, args.iters)
+    if pred.device.type == "cuda":  # the latency the node gets: no stage timers, host and GPU overlap
+        pred.stage_timings = False
+        pred.reset()  # the stream starts again: without this its stamps would be older than the cache's
+        pred.predict(frames[0])
+        unsynced = time_predictor(pred, frames[1:], args.warmup, args.iters)
+        predictor["total_with_stage_timers"] = predictor["total"]
+        predictor["total"], predictor["total_cpu"] = unsynced["total"], unsynced["total_cpu"]
+        predictor["preprocess_unsynced"] = unsynced["preprocess"]
     rows = list(STAGES) + ["preprocess", "postprocess", "total", "total_cpu"] + \
         (["total_with_stage_timers"] if "total_with_stage_timers" in predictor else [])
     print("\n| stage | model(batch), both frames encoded [ms] | predict(), previous frame cached [ms] |")

@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from fusionocc_core.ops.sparse_conv import ALGORITHMS, sparse_conv_algorithm  # noqa: E402
+from fusionocc_core.inference_options import PRECISION_NAMES, SPARSE_CONV_ALGORITHMS  # noqa: E402  (light)
 from fusionocc_ros.params import OUTPUTS  # noqa: E402  (light: no torch, no rclpy)
 
 
@@ -48,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="official", help="model preset or YAML config")
     ap.add_argument("--checkpoint", default=None, help="checkpoint to load (default: seeded random weights)")
     ap.add_argument("--device", default="cuda", help="'cpu' or 'cuda[:N]'")
-    ap.add_argument("--precision", default="bf16", choices=("fp32", "bf16", "fp16"), help="autocast dtype")
+    ap.add_argument("--precision", default="bf16", choices=PRECISION_NAMES, help="autocast dtype")
     ap.add_argument("--compile", action="store_true", help="torch.compile the dense stages")
-    ap.add_argument("--sparse-conv", default="auto", choices=ALGORITHMS,
+    ap.add_argument("--sparse-conv", default="auto", choices=SPARSE_CONV_ALGORITHMS,
                     help="sparse conv form (auto: table on CUDA, pairs on CPU; triton: the table by one Triton kernel)")
     ap.add_argument("--warmup", type=int, default=3, help="synchronized sets not counted at the start")
     ap.add_argument("--cpu-decode", action="store_true",
@@ -59,13 +59,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="outputs encoded per frame, as the node encodes only those with a subscriber (default: all enabled)")
     ap.add_argument("--params", type=Path, default=REPO / "config" / "occ_node.yaml", help="node parameters YAML")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
-    args = ap.parse_args(argv)
-    with sparse_conv_algorithm(args.sparse_conv):  # the whole run, warm-up included
-        return _run(args)
+    return _run(ap.parse_args(argv))
 
 
 def _run(args: argparse.Namespace) -> int:
-    """Predictor + pipeline over the bag (main's work, inside the chosen sparse conv form)."""
+    """Predictor + pipeline over the bag (main's work)."""
     import torch
     from rosbags.rosbag2 import Reader
 
@@ -80,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.preset)
     torch.manual_seed(0)
     predictor = Predictor(cfg, checkpoint=args.checkpoint, device=args.device, precision=args.precision,
-                          compile=args.compile)
+                          compile=args.compile, sparse_conv=args.sparse_conv)
     warmup_s = predictor.warmup()
     pipeline = OccupancyPipeline(cfg, predictor, pipeline_settings(load_params_file(args.params)),
                                  gpu_jpeg=not args.cpu_decode)

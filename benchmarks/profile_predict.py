@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_model import make_frames  # noqa: E402
 
+from fusionocc_core.inference_options import PRECISION_NAMES  # noqa: E402
 from fusionocc_core.predictor import Predictor  # noqa: E402
 
 # (module, attribute) pairs wrapped in a region named after them; classes as "Class.method"
@@ -98,7 +99,7 @@ def wrap_regions() -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="official", help="model preset (default official)")
-    ap.add_argument("--precision", default="bf16", choices=("fp32", "bf16", "fp16"), help="autocast dtype")
+    ap.add_argument("--precision", default="bf16", choices=PRECISION_NAMES, help="autocast dtype")
     ap.add_argument("--points", type=int, default=250_000, help="LiDAR points per frame (default 250000)")
     ap.add_argument("--frames", type=int, default=3, help="profiled predict() calls (default 3)")
     ap.add_argument("--warmup", type=int, default=4, help="predict() calls before profiling (default 4)")

@@ -1,6 +1,6 @@
 """Inference API for the node and the offline tools: FrameSet in, uint8 labels + confidence out.
 
-`Predictor(cfg, checkpoint, device, precision, compile).predict(frame_set)` applies the official
+`Predictor(cfg, checkpoint, device, precision, compile, sparse_conv=...).predict(frame_set)` applies the official
 test transform (fusionocc_core.data.transforms: the same functions the dataset's test mode calls:
 LiDAR thinning + range box, PIL-equivalent resize + crop + normalisation, sparse depth), builds the
 batch, and runs the network under torch.inference_mode (bf16/fp16 autocast on CUDA only). On CUDA
@@ -20,9 +20,11 @@ import torch
 from fusionocc_core.config import Config, load_config
 from fusionocc_core.data.transforms import eval_image_matrices, eval_image_tensors, eval_points, sparse_depth_tensors
 from fusionocc_core.frame import CameraFrame, FrameSet
+from fusionocc_core.inference_options import PRECISION_NAMES, SPARSE_CONV_ALGORITHMS
 from fusionocc_core.model import build_model
+from fusionocc_core.ops.sparse_conv import sparse_conv_algorithm
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 
 
 @dataclass
@@ -69,7 +71,7 @@ class Predictor:
 
     def __init__(self, cfg: Config | str | Path, checkpoint: str | Path | None = None, device: str = "cpu",
                  precision: str = "fp32", compile: bool = False, seed: int | None = None,
-                 stage_timings: bool | None = None):
+                 stage_timings: bool | None = None, sparse_conv: str = "auto"):
         self.cfg = load_config(cfg)
         # per-stage times synchronise the device at every stage boundary, which stops the host from
         # preparing the next stage while the GPU works: on by default on the CPU only (free there)
@@ -81,6 +83,11 @@ class Predictor:
             raise ValueError(f"precision {precision!r} uses CUDA autocast; on {self.device} use 'fp32'")
         if compile and self.device.type != "cuda":
             raise ValueError("compile=True is supported on CUDA devices only")
+        if sparse_conv not in SPARSE_CONV_ALGORITHMS:
+            raise ValueError(f"sparse_conv must be one of {', '.join(SPARSE_CONV_ALGORITHMS)}, got {sparse_conv!r}")
+        if sparse_conv == "triton" and self.device.type != "cuda":
+            raise ValueError("sparse_conv 'triton' runs on CUDA devices only")
+        self.sparse_conv = sparse_conv  # the LiDAR encoder's rulebook form in predict() (sparse_conv_algorithm)
         self.precision = precision
         self.stage_timings = self.device.type == "cpu" if stage_timings is None else bool(stage_timings)
         self.model = build_model(self.cfg)
@@ -247,7 +254,8 @@ class Predictor:
         dev = self.device
         autocast = torch.autocast("cuda", dtype=PRECISIONS[self.precision], enabled=self.precision != "fp32") \
             if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
-        with self.model.record_stages(self.stage_timings) as stage_ms, torch.inference_mode(), autocast:
+        with self.model.record_stages(self.stage_timings) as stage_ms, torch.inference_mode(), autocast, \
+                sparse_conv_algorithm(self.sparse_conv):
             if stage_ms is not None:
                 stage_ms["backbone"] = 0.0  # stays 0 when every frame's features come from the cache
             first: dict[int, int] = {}  # CameraFrame id -> its first time step

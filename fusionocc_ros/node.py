@@ -84,7 +84,7 @@ class OccupancyNode(Node):
         try:
             self.predictor = Predictor(self.cfg, checkpoint=checkpoint,
                                        device=self.params["model.device"], precision=self.params["model.precision"],
-                                       compile=self.params["model.compile"])
+                                       compile=self.params["model.compile"], sparse_conv=self.params["model.sparse_conv"])
         except Exception as exc:  # a missing, foreign or damaged file; an absent device: one line, no traceback
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise StartupError(f"cannot load checkpoint {checkpoint}: {text}") from None

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from fusionocc_core.classes import CLASS_NAMES, FREE_LABEL
+from fusionocc_core.inference_options import PRECISION_NAMES, SPARSE_CONV_ALGORITHMS
 from fusionocc_ros.topics import IMAGE_KINDS, NODE_NAME
 
 OUTPUTS = ("markers", "voxels", "cloud")
@@ -46,6 +47,8 @@ PARAMETERS: dict[str, tuple[str, str]] = {
     "model.device": ("string", "cpu, cuda or cuda:N"),
     "model.precision": ("string", "fp32, bf16 or fp16 (half precisions on CUDA only)"),
     "model.compile": ("bool", "torch.compile the model (CUDA only)"),
+    "model.sparse_conv": ("string", "the LiDAR encoder's sparse conv: auto (table on CUDA, pairs on the CPU), "
+                                    "pairs, table, or triton (one Triton kernel per conv; CUDA only)"),
     "input_image_type": ("string", "compressed (sensor_msgs/CompressedImage on <base>/compressed) or raw "
                                    "(sensor_msgs/Image on <base>): image_transport's topic naming"),
     "input_qos": ("string", "sensor_data (rclpy's sensor-data profile: best effort, depth 5) or reliable (depth 2)"),
@@ -85,7 +88,8 @@ def split_names(text: str) -> tuple[str, ...]:
 def validate(values: dict[str, Any]) -> str | None:
     """The reason the values are invalid, or None. Used at start-up and by the parameter callback."""
     checks = {
-        "model.precision": lambda v: v in ("fp32", "bf16", "fp16"),
+        "model.precision": lambda v: v in PRECISION_NAMES,
+        "model.sparse_conv": lambda v: v in SPARSE_CONV_ALGORITHMS,
         "model.device": lambda v: v == "cpu" or v == "cuda" or (v.startswith("cuda:") and v[5:].isdigit()),
         "model.config": lambda v: bool(v),
         "model.checkpoint": lambda v: bool(v),
@@ -117,11 +121,13 @@ def validate(values: dict[str, Any]) -> str | None:
         check = checks.get(name)
         if check is not None and not check(value):
             return f"parameter '{name}' has an invalid value {value!r} ({PARAMETERS[name][1]})"
-    if values.get("model.device") == "cpu":  # half precisions and compile need CUDA
+    if values.get("model.device") == "cpu":  # half precisions, compile and the Triton kernel need CUDA
         if values.get("model.precision", "fp32") != "fp32":
             return f"parameter 'model.precision' {values['model.precision']!r} needs a CUDA device (model.device is cpu): use fp32"
         if values.get("model.compile"):
             return "parameter 'model.compile' is true but model.device is cpu: torch.compile is used on CUDA only"
+        if values.get("model.sparse_conv") == "triton":
+            return "parameter 'model.sparse_conv' is 'triton' but model.device is cpu: the Triton kernel runs on CUDA only"
     if "history.tolerance_s" in values and "history.spacing_s" in values:
         if not values["history.tolerance_s"] < values["history.spacing_s"]:
             return "parameter 'history.tolerance_s' must be smaller than 'history.spacing_s'"

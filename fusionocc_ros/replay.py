@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fusionocc_core.cli import ToolError, ToolParser, tool_main
+from fusionocc_core.inference_options import PRECISION_NAMES
 from fusionocc_ros import topics
 from fusionocc_ros.topics import GROUND_TRUTH as GT_TOPIC
 from fusionocc_ros.topics import output_topics
@@ -41,7 +42,7 @@ def build_parser() -> ToolParser:
                         "(default: %(default)s)")
     p.add_argument("--namespace", default="", help="namespace of the node's output topics (default: none)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="inference precision")
+    p.add_argument("--precision", default="fp32", choices=PRECISION_NAMES, help="inference precision")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage of OUT_BAG")
     p.add_argument("--camera-topic", default=None,
                    help="image topic pattern in IN_BAG; {cam} = lower-case camera name (default: "
@@ -123,7 +124,8 @@ def _run(args: argparse.Namespace, params: dict) -> int:
     with open_bag(args.in_bag):  # a truncated or corrupt bag fails before the model loads
         pass
     cfg = load_config(params["model.config"])
-    predictor = Predictor(cfg, checkpoint=args.checkpoint, device=args.device, precision=args.precision)
+    predictor = Predictor(cfg, checkpoint=args.checkpoint, device=args.device, precision=args.precision,
+                          sparse_conv=params["model.sparse_conv"])
     problems: list[str] = []
     pipeline = OccupancyPipeline(cfg, predictor, pipeline_settings(params),
                                  on_problem=lambda reason, detail: problems.append(f"{reason}: {detail}"))

@@ -26,6 +26,7 @@ Weights are stored as (kx, ky, kz, C_in, C_out), the mmcv layout of the official
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import itertools
 import math
@@ -36,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
+
+from fusionocc_core.inference_options import SPARSE_CONV_ALGORITHMS
 
 Triple = tuple[int, int, int]
 
@@ -220,27 +223,28 @@ def build_strided_rulebook(
     return result  # type: ignore[return-value]
 
 
-ALGORITHMS = ("auto", "pairs", "table", "triton")
-_algorithm = "auto"
+# context-local (contextvars): a block in one thread never changes the form another thread's convs use
+_algorithm: contextvars.ContextVar[str] = contextvars.ContextVar("sparse_conv_algorithm", default="auto")
 TABLE_CHUNK_ELEMENTS = 1 << 26  # gathered elements per GEMM chunk of the table path (128 MB in bf16)
 
 
 @contextlib.contextmanager
 def sparse_conv_algorithm(name: str) -> Iterator[None]:
-    """Within the block, sparse convs build "pairs" or "table" rulebooks ("auto": table on CUDA);
-    "triton": table rulebooks applied by one Triton kernel in inference (sparse_conv_triton.py)."""
-    global _algorithm
-    if name not in ALGORITHMS:
-        raise ValueError(f"sparse conv algorithm must be one of {ALGORITHMS}, got {name!r}")
-    previous, _algorithm = _algorithm, name
+    """Within the block (this thread or task only), sparse convs build "pairs" or "table" rulebooks
+    ("auto": table on CUDA); "triton": table rulebooks applied by one Triton kernel in inference
+    (sparse_conv_triton.py)."""
+    if name not in SPARSE_CONV_ALGORITHMS:
+        raise ValueError(f"sparse conv algorithm must be one of {', '.join(SPARSE_CONV_ALGORITHMS)}, got {name!r}")
+    token = _algorithm.set(name)
     try:
         yield
     finally:
-        _algorithm = previous
+        _algorithm.reset(token)
 
 
 def _use_table(device: torch.device) -> bool:
-    return _algorithm in ("table", "triton") or (_algorithm == "auto" and device.type == "cuda")
+    algorithm = _algorithm.get()
+    return algorithm in ("table", "triton") or (algorithm == "auto" and device.type == "cuda")
 
 
 @dataclass
@@ -381,7 +385,7 @@ def _table_conv(feats: torch.Tensor, weight: torch.Tensor, nt: NeighbourTable) -
     """out (M', C_out) = [feats; 0][table] (M', K, C_in) flattened @ weight (K*C_in, C_out), in row chunks."""
     K, c_in, c_out = weight.shape
     inference = not (torch.is_grad_enabled() and feats.requires_grad)
-    if _algorithm == "triton" and inference:
+    if _algorithm.get() == "triton" and inference:
         from fusionocc_core.ops.sparse_conv_triton import implicit_gemm_conv  # needs triton (CUDA builds)
 
         return implicit_gemm_conv(feats, weight, nt.table, nt.num_in)

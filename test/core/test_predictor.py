@@ -15,6 +15,7 @@ from fusionocc_core.config import load_config
 from fusionocc_core.frame import CameraFrame, FrameSet
 from fusionocc_core.model import build_model
 from fusionocc_core.model.example_inputs import rig_extrinsics, rig_intrinsics, scene_points
+from fusionocc_core.ops.sparse_conv import sparse_conv_algorithm
 from fusionocc_core.predictor import Predictor, resolve_device
 
 SRC_HW = (225, 400)  # small source images (the test transform resizes them to 128x352)
@@ -100,6 +101,25 @@ def test_lift_plans_are_keyed_from_the_host_matrices_and_follow_the_calibration(
     torch.manual_seed(0)
     want = Predictor("tiny").predict(moved)
     assert np.array_equal(got.labels, want.labels) and np.array_equal(got.confidence, want.confidence)
+
+
+def test_the_sparse_conv_form_is_the_predictors_own_and_gives_the_same_answer():
+    # the node's model.sparse_conv: chosen per Predictor, applied inside predict() (the node's worker
+    # thread), whatever form the calling thread has chosen
+    fs = frame_set(4, 4_000, [])
+    torch.manual_seed(0)
+    pairs = Predictor("tiny", sparse_conv="pairs")
+    torch.manual_seed(0)
+    table = Predictor("tiny", sparse_conv="table")
+    with sparse_conv_algorithm("pairs"):
+        a = pairs.predict(fs)
+        b = table.predict(fs)
+    assert (a.labels == b.labels).mean() > 0.999  # two float summation orders
+    assert np.abs(a.confidence.astype(int) - b.confidence).max() <= 1
+    with pytest.raises(ValueError, match="sparse_conv must be one of auto, pairs, table, triton, got 'spconv'"):
+        Predictor("tiny", sparse_conv="spconv")
+    with pytest.raises(ValueError, match="'triton' runs on CUDA devices only"):
+        Predictor("tiny", sparse_conv="triton")
 
 
 def test_each_image_goes_through_the_backbone_once():

@@ -241,3 +241,18 @@ def test_inference_gather_equals_the_autograd_gather(dtype: torch.dtype, channel
         assert inference.dtype == dtype and torch.equal(inference, trained.detach())
         tol = 1e-2 if dtype == torch.bfloat16 else 1e-5
         torch.testing.assert_close(inference.float(), pairs.float(), rtol=tol, atol=tol)
+
+
+def test_the_chosen_form_stays_in_the_thread_that_chose_it() -> None:
+    # contextvars: a benchmark or test choosing a form never changes the node worker's convs
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fusionocc_core.ops import sparse_conv as sc
+
+    cpu = torch.device("cpu")
+    before = sc._use_table(cpu)  # this module's fixture chose a form for the test
+    with ThreadPoolExecutor(1) as other:
+        with sparse_conv_algorithm("table"):
+            assert sc._use_table(cpu)
+            assert not other.submit(sc._use_table, cpu).result()  # "auto" on the CPU: pairs
+        assert sc._use_table(cpu) == before

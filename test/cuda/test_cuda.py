@@ -222,6 +222,19 @@ def test_compiled_predictor_matches_eager() -> None:
     assert float((a.labels == b.labels).mean()) > 0.999
 
 
+@pytest.mark.skipif(not DEVICE.startswith("cuda"), reason="the Predictor offers the Triton kernel on CUDA only")
+@_TRITON
+def test_predictor_with_the_triton_sparse_conv_matches_the_table() -> None:
+    # the node's model.sparse_conv: triton; bf16 as a GPU user runs it
+    frames = _frames(2, seed=4)
+    table = Predictor("tiny", SHIPPED, device=DEVICE, precision="bf16", sparse_conv="table")
+    triton = Predictor("tiny", SHIPPED, device=DEVICE, precision="bf16", sparse_conv="triton")
+    for fs in frames:
+        a, b = table.predict(fs), triton.predict(fs)
+    assert (a.labels != 17).sum() > 1000
+    assert float((a.labels == b.labels).mean()) > 0.99
+
+
 @pytest.fixture(scope="module")
 def train_data(tmp_path_factory) -> dict:
     """A tiny training split: FUSIONOCC_TEST_DATA if given, else 1 generated scene x 3 key-frames."""

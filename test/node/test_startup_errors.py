@@ -50,6 +50,9 @@ CASES = {
     "out-of-range value": (_set("outputs", "marker_alpha", 2.0), {}, "'outputs.marker_alpha' has an invalid value 2.0"),
     "compile on the CPU": (None, {"device": "cpu", "compile": "true"}, "'model.compile' is true but model.device is cpu"),
     "half precision on the CPU": (None, {"device": "cpu", "precision": "bf16"}, "'model.precision' 'bf16' needs a CUDA device"),
+    "Triton kernel on the CPU": (_set("model", "sparse_conv", "triton"), {"device": "cpu"},
+                                 "'model.sparse_conv' is 'triton' but model.device is cpu"),
+    "unknown sparse conv": (_set("model", "sparse_conv", "spconv"), {}, "'model.sparse_conv' has an invalid value 'spconv'"),
     "malformed YAML": ("/**:\n  ros__parameters:\n    model: [unclosed\n", {}, "params.yaml"),
     "no section for the node": ("other_node:\n  ros__parameters:\n    x: 1\n", {}, None),
 }
