@@ -5,7 +5,8 @@ test transform (fusionocc_core.data.transforms: the same functions the dataset's
 LiDAR thinning + range box, PIL-equivalent resize + crop + normalisation, sparse depth), builds the
 batch, and runs the network under torch.inference_mode (bf16/fp16 autocast on CUDA only). On CUDA
 the images travel as uint8 (pinned, asynchronous) and are transformed on the GPU, and the sparse
-depth is projected there. The previous key-frame's backbone+neck features are cached by
+depth is projected there; the LiDAR encoder and new lift plans run on a second stream, beside the
+image stages. The previous key-frame's backbone+neck features are cached by
 CameraFrame.stamp_ns, so every camera image goes through the backbone once.
 """
 from __future__ import annotations
@@ -111,6 +112,9 @@ class Predictor:
             for module in self.model.compile_targets():
                 module.compile()
         self.num_frames = self.model.num_frames
+        # CUDA: the LiDAR encoder and new lift plans run on this stream, beside the image stages (main
+        # stream); high priority: its host-synchronising path gets free SMs first, the main stream the rest
+        self._side_stream = torch.cuda.Stream(self.device, priority=-1) if self.device.type == "cuda" else None
         self._features: dict[int, torch.Tensor] = {}  # stamp_ns -> (1, N, C, h, w)
         self._reset_pending = False  # reset() from another thread: the next predict() drops the cache
         self.backbone_runs = 0  # frames that went through the backbone
@@ -241,6 +245,36 @@ class Predictor:
         self.model.img_view_transformer.plan_cache.clear()
         return time.perf_counter() - t0
 
+    # ------------------------------------------------------------------ CUDA streams
+    # Both steps below synchronise with the host (nonzero/unique: output sizes). On the main stream
+    # each would wait for the backbone queued before it and leave the GPU idle while the host queues
+    # the next kernels; on the side stream they wait for their own work only, and the LiDAR encoder's
+    # kernels run beside the image stages'. The main stream waits for the side stream's results.
+    def _plan_lifts_on_side_stream(self, batch: dict, lift_keys: list[str], ready: torch.cuda.Event) -> None:
+        """Make the lift plans that are not cached (a moving rig: every frame) on the side stream."""
+        side, main = self._side_stream, torch.cuda.current_stream(self.device)
+        vt = self.model.img_view_transformer
+        with torch.cuda.stream(side):
+            side.wait_event(ready)
+            mats = {k: batch[k].to(self.device, non_blocking=True)
+                    for k in ("sensor2ego", "intrins", "post_rots", "post_trans", "bda")}
+            plans = [vt.plan(*(mats[k][:, t] for k in ("sensor2ego", "intrins", "post_rots", "post_trans")),
+                             mats["bda"], key) for t, key in enumerate(lift_keys)]
+        main.wait_stream(side)
+        for plan in plans:  # cached and used on the main stream: its memory is not reused before that work ends
+            for tensor in (plan.ranks_depth, plan.ranks_feat, plan.ranks_voxel):
+                tensor.record_stream(main)
+
+    def _lidar_volume_on_side_stream(self, points: list[torch.Tensor], ref: torch.Tensor) -> torch.Tensor:
+        """model.lidar_volume on the side stream (called by forward_features once the image stages are
+        queued on the main stream); the main stream waits for it."""
+        side, main = self._side_stream, torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(side):
+            volume = self.model.lidar_volume(points, ref)
+        main.wait_stream(side)
+        volume.record_stream(main)
+        return volume
+
     # ------------------------------------------------------------------ predict
     def predict(self, frame_set: FrameSet) -> Prediction:
         """Occupancy for one FrameSet. timings (ms): preprocess, postprocess, total, and with stage
@@ -249,6 +283,10 @@ class Predictor:
         if self._reset_pending:
             self._features, self._reset_pending = {}, False
         timings: dict[str, float] = {}
+        ready = None
+        if self._side_stream is not None:  # the side stream's work may start once the main stream's earlier work is done
+            ready = torch.cuda.Event()
+            ready.record(torch.cuda.current_stream(self.device))
         batch, frames, frame_imgs = self._camera_batch(frame_set, skip_cached=True)
         preprocess_s = time.perf_counter() - t_start
         dev = self.device
@@ -272,10 +310,14 @@ class Predictor:
             batch.update(self._lidar_batch(frame_set, batch))
             self.model.check_batch(batch)  # on the host copies: no device synchronisation
             lift_keys = self.model.lift_keys(batch)  # likewise
-            batch = {k: ([p.to(dev) for p in v] if k == "points" else v if k == "imgs" else v.to(dev, non_blocking=True))
+            if ready is not None:
+                self._plan_lifts_on_side_stream(batch, lift_keys, ready)
+            # the points stay on the host here: the LiDAR encoder uploads them on its own stream
+            batch = {k: v if k in ("points", "imgs") else v.to(dev, non_blocking=True)
                      for k, v in batch.items()}  # images went to the device per frame, only when encoded
             preprocess_s += time.perf_counter() - t_lidar
-            out = self.model.forward_features(batch, feats, lift_keys)
+            out = self.model.forward_features(batch, feats, lift_keys,
+                                              None if ready is None else self._lidar_volume_on_side_stream)
             t_post = time.perf_counter()
             logits = out["occ_logits"][0].float()  # (X, Y, Z, classes)
             top, labels = logits.max(dim=-1)

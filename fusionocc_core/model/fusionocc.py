@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -212,10 +212,13 @@ class FusionOcc(nn.Module):
         return [geometry_key(*(batch[k][:, t] for k in ("sensor2ego", "intrins", "post_rots", "post_trans")),
                              batch["bda"]) for t in range(T)]
 
-    def forward_features(self, batch: dict[str, Any], feats: list[torch.Tensor],
-                         lift_keys: list[str] | None = None) -> dict[str, torch.Tensor]:
+    def forward_features(self, batch: dict[str, Any], feats: list[torch.Tensor], lift_keys: list[str] | None = None,
+                         lidar_volume: Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor] | None = None
+                         ) -> dict[str, torch.Tensor]:
         """Everything after the image backbone, given each frame's neck features (B, N, C, h, w).
-        lift_keys: `lift_keys(batch)` made before the batch went to the device (None: made here)."""
+        lift_keys: `lift_keys(batch)` made before the batch went to the device (None: made here).
+        lidar_volume: stands in for `self.lidar_volume` (same arguments and result); it is called once
+        the image stages are queued (the Predictor runs it on a second CUDA stream)."""
         depth_cfg = self.cfg.grid.depth
         with self.timed("fusion"):
             # the key sweep's sparse depth serves every frame (official)
@@ -232,7 +235,7 @@ class FusionOcc(nn.Module):
             volumes.append(vol)
             if t == 0:
                 depth_probs, seg_logits = dp, seg
-        volumes.append(self.lidar_volume(batch["points"], volumes[-1]))
+        volumes.append((lidar_volume or self.lidar_volume)(batch["points"], volumes[-1]))
         fused = torch.cat(volumes, dim=1).contiguous(memory_format=self.volume_format)  # (B, F*T + C_lidar, Z, Y, X)
         return {"occ_logits": self.decode(fused), "depth_probs": depth_probs, "seg_logits": seg_logits}
 

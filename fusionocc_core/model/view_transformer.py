@@ -12,7 +12,7 @@ from torch import nn
 
 from fusionocc_core.config import Config, ModelConfig
 from fusionocc_core.model.resnet import BasicBlock
-from fusionocc_core.ops.voxel_pool import VoxelPoolPlanCache, geometry_key, plan_voxel_pool, voxel_pool
+from fusionocc_core.ops.voxel_pool import VoxelPoolPlan, VoxelPoolPlanCache, geometry_key, plan_voxel_pool, voxel_pool
 
 
 def sparse_depth_onehot(sparse_depth: torch.Tensor, downsample: int,
@@ -237,13 +237,10 @@ class CrossModalLSS(nn.Module):
         pts = (combine.view(B, N, 1, 1, 1, 3, 3) @ pts.unsqueeze(-1)).squeeze(-1) + s2e[..., :3, 3].view(B, N, 1, 1, 1, 3)
         return (bda.view(B, 1, 1, 1, 1, 3, 3) @ pts.unsqueeze(-1)).squeeze(-1)
 
-    def lift(self, depth_probs: torch.Tensor, feature: torch.Tensor, sensor2ego: torch.Tensor, intrins: torch.Tensor,
-             post_rots: torch.Tensor, post_trans: torch.Tensor, bda: torch.Tensor, key: str | None = None
-             ) -> torch.Tensor:
-        """Pool depth (BN, D, h, w) x feature (BN, F, h, w) into the volume (B, F, Z, Y, X). key: the
-        geometry's plan-cache key when the caller made it from host copies of the same matrices
-        (`geometry_key` of CUDA tensors copies them to the host: a device sync)."""
-        B, N = sensor2ego.shape[:2]
+    def plan(self, sensor2ego: torch.Tensor, intrins: torch.Tensor, post_rots: torch.Tensor, post_trans: torch.Tensor,
+             bda: torch.Tensor, key: str | None = None) -> VoxelPoolPlan:
+        """The voxel-pooling plan of this geometry, from the plan cache or made (and cached) here on the
+        matrices' device; key as in `lift`."""
         # the frustum is fixed per module (input size, downsample, depth bins): not part of the key
         if key is None:
             key = geometry_key(sensor2ego, intrins, post_rots, post_trans, bda)
@@ -253,6 +250,16 @@ class CrossModalLSS(nn.Module):
                 coords = self.frustum_points(sensor2ego, intrins, post_rots, post_trans, bda)
                 plan = plan_voxel_pool(coords, self.grid.lower, self.grid.voxel_size, self.grid.shape)
             self.plan_cache.put(key, plan)
+        return plan
+
+    def lift(self, depth_probs: torch.Tensor, feature: torch.Tensor, sensor2ego: torch.Tensor, intrins: torch.Tensor,
+             post_rots: torch.Tensor, post_trans: torch.Tensor, bda: torch.Tensor, key: str | None = None
+             ) -> torch.Tensor:
+        """Pool depth (BN, D, h, w) x feature (BN, F, h, w) into the volume (B, F, Z, Y, X). key: the
+        geometry's plan-cache key when the caller made it from host copies of the same matrices
+        (`geometry_key` of CUDA tensors copies them to the host: a device sync)."""
+        B, N = sensor2ego.shape[:2]
+        plan = self.plan(sensor2ego, intrins, post_rots, post_trans, bda, key)
         depth = depth_probs.view(B, N, *depth_probs.shape[1:])
         feat = feature.view(B, N, *feature.shape[1:])
         return voxel_pool(depth.float(), feat.float(), plan)  # pooled in fp32 even under autocast

@@ -182,10 +182,15 @@ def test_tiny_network_forward_and_gradients_match_cpu() -> None:
         assert float((dev_grads[name] - g).abs().max()) <= 2e-3 * scale + 1e-6, name
 
 
-def _frames(count: int, seed: int = 0) -> list[FrameSet]:
+def _frames(count: int, seed: int = 0, moving: bool = False) -> list[FrameSet]:
+    """count FrameSets, each with the previous one's cameras; moving: the rig moves 0.7 m per frame in x
+    (cameras in the key frame's ego differ every frame, as on a driving car: a new lift plan each time)."""
     rng = np.random.default_rng(seed)
-    K, s2e, cams, out = rig_intrinsics(), rig_extrinsics(), [], []
+    K, cams, out = rig_intrinsics(), [], []
     for i in range(count):
+        s2e = rig_extrinsics()
+        if moving:
+            s2e[:, 0, 3] += 0.7 * i
         images = [rng.integers(0, 256, (900, 1600, 3), dtype=np.uint8) for _ in range(6)]
         cams.append(CameraFrame(images, K, s2e, stamp_ns=(i + 1) * 500_000_000))
         pts, _ = scene_points(rng, 20000)
@@ -210,6 +215,20 @@ def test_predictor_on_the_device_agrees_with_cpu(precision: str, min_agree: floa
     assert occupied.sum() > 1000, "the shipped model predicts almost nothing: a meaningless comparison"
     agree = float((a.labels == b.labels).mean())
     assert agree >= min_agree, f"{precision}: {agree:.4f} of voxels agree with the CPU fp32 labels"
+
+
+def test_predictor_with_new_lift_plans_every_frame_agrees_with_cpu() -> None:
+    # on CUDA the lift plans and the LiDAR encoder run on a second stream beside the image stages; a
+    # moving rig makes new plans every frame, so each frame exercises the hand-over between the streams
+    frames = _frames(3, seed=7, moving=True)
+    ref = Predictor("tiny", SHIPPED, device="cpu")
+    dev = Predictor("tiny", SHIPPED, device=DEVICE)
+    for fs in frames:
+        a, b = ref.predict(fs), dev.predict(fs)
+        assert (a.labels != 17).sum() > 1000
+        assert float((a.labels == b.labels).mean()) >= 0.999
+    plans = dev.model.img_view_transformer.plan_cache
+    assert plans.misses == len(frames), (plans.misses, plans.hits)  # every key frame's geometry is new
 
 
 @pytest.mark.skipif(not DEVICE.startswith("cuda"), reason="torch.compile is offered on CUDA only")
