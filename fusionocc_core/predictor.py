@@ -322,8 +322,8 @@ class Predictor:
             logits = out["occ_logits"][0].float()  # (X, Y, Z, classes)
             top, labels = logits.max(dim=-1)
             conf = torch.exp(logits - top.unsqueeze(-1)).sum(dim=-1).reciprocal_()  # = max softmax
-            labels_np = labels.to(torch.uint8).cpu().numpy()
-            conf_np = (conf * 255.0).round_().to(torch.uint8).cpu().numpy()
+            conf_u8 = (conf * 255.0).round_().to(torch.uint8)
+            labels_np, conf_np = torch.stack([labels.to(torch.uint8), conf_u8]).cpu().numpy()  # one copy, one sync
         timings.update(stage_ms or {})
         timings["preprocess"] = preprocess_s * 1e3
         timings["postprocess"] = (time.perf_counter() - t_post) * 1e3
