@@ -24,6 +24,7 @@ from fusionocc_core.frame import CameraFrame, FrameSet
 from fusionocc_core.inference_options import PRECISION_NAMES, SPARSE_CONV_ALGORITHMS
 from fusionocc_core.model import build_model
 from fusionocc_core.ops.sparse_conv import sparse_conv_algorithm
+from fusionocc_core.transfer import upload
 
 PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 
@@ -187,7 +188,7 @@ class Predictor:
         """The LiDAR part of the batch: the key sweep's sparse depth (1, N, H, W) on the device, and the
         merged sweeps through eval_points (a list of one (P, 5) CPU tensor: thinned, finite, inside the
         grid box, the model's input contract)."""
-        key_points = torch.from_numpy(self._points(frame_set.key_points, "key_points")).to(self.device)
+        key_points = upload(torch.from_numpy(self._points(frame_set.key_points, "key_points")), self.device)
         lo, hi, _ = self.cfg.grid.depth
         cur = {k: camera_batch[k][0, 0] for k in ("sensor2ego", "intrins", "post_rots", "post_trans")}
         # the key points live in the ego frame at the LiDAR stamp, the cameras in ego at the first camera's
@@ -256,8 +257,7 @@ class Predictor:
         vt = self.model.img_view_transformer
         with torch.cuda.stream(side):
             side.wait_event(ready)
-            mats = {k: batch[k].to(self.device, non_blocking=True)
-                    for k in ("sensor2ego", "intrins", "post_rots", "post_trans", "bda")}
+            mats = {k: upload(batch[k], self.device) for k in ("sensor2ego", "intrins", "post_rots", "post_trans", "bda")}
             plans = [vt.plan(*(mats[k][:, t] for k in ("sensor2ego", "intrins", "post_rots", "post_trans")),
                              mats["bda"], key) for t, key in enumerate(lift_keys)]
         main.wait_stream(side)
@@ -313,7 +313,7 @@ class Predictor:
             if ready is not None:
                 self._plan_lifts_on_side_stream(batch, lift_keys, ready)
             # the points stay on the host here: the LiDAR encoder uploads them on its own stream
-            batch = {k: v if k in ("points", "imgs") else v.to(dev, non_blocking=True)
+            batch = {k: v if k in ("points", "imgs") else upload(v, dev)
                      for k, v in batch.items()}  # images went to the device per frame, only when encoded
             preprocess_s += time.perf_counter() - t_lidar
             out = self.model.forward_features(batch, feats, lift_keys,

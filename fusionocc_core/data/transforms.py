@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from fusionocc_core.classes import FREE_LABEL
 from fusionocc_core.config import Config, DataConfig, GridConfig
+from fusionocc_core.transfer import device_constant, upload
 
 # mmcv/BEVDet image normalisation constants (RGB order)
 IMG_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
@@ -222,13 +223,14 @@ def sparse_depth_tensors(points_ego: torch.Tensor, sensor2ego: torch.Tensor, int
     dev = points_ego.device
     n = int(sensor2ego.shape[0])
     xyz = points_ego[:, :3].to(torch.float64)  # (P, 3)
-    ego2cam = torch.linalg.inv(sensor2ego.to(torch.float64)).to(dev)  # (N, 4, 4), where the matrices are (no sync)
+    # the matrices go to the points' device without a stream sync (their inverse on their own device)
+    ego2cam = upload(torch.linalg.inv(sensor2ego.to(torch.float64)), dev)  # (N, 4, 4)
     cam = torch.einsum("nij,pj->npi", ego2cam[:, :3, :3], xyz) + ego2cam[:, None, :3, 3]  # (N, P, 3) optical frame
     depth = cam[..., 2]  # (N, P); NaN for non-finite points, which fail every comparison below
     front = (depth >= max(depth_range[0], 1e-6)) & (depth < depth_range[1])
-    uv = torch.einsum("nij,npj->npi", intrinsics.to(dev, torch.float64), cam)[..., :2] / depth.unsqueeze(-1)
-    uv = torch.einsum("nij,npj->npi", post_rots.to(dev, torch.float64)[:, :2, :2], uv) \
-        + post_trans.to(dev, torch.float64)[:, None, :2]
+    uv = torch.einsum("nij,npj->npi", upload(intrinsics, dev, torch.float64), cam)[..., :2] / depth.unsqueeze(-1)
+    uv = torch.einsum("nij,npj->npi", upload(post_rots, dev, torch.float64)[:, :2, :2], uv) \
+        + upload(post_trans, dev, torch.float64)[:, None, :2]
     px = torch.round(uv)  # (N, P, 2) pixel u, v (half to even, as np.rint)
     keep = front & (px[..., 0] >= 0) & (px[..., 0] < w) & (px[..., 1] >= 0) & (px[..., 1] < h)
     cams = torch.arange(n, device=dev).unsqueeze(1)
@@ -314,8 +316,6 @@ def eval_image_matrices(images: Sequence[np.ndarray] | torch.Tensor, cfg: Config
     return torch.from_numpy(np.stack(rots)), torch.from_numpy(np.stack(trans))
 
 
-_MEAN_T = torch.from_numpy(IMG_MEAN).view(1, 3, 1, 1)
-_STD_INV_T = torch.from_numpy(IMG_STD_INV).view(1, 3, 1, 1)
 
 
 def _resize_crop_normalize(batch: torch.Tensor, input_hw: tuple[int, int]) -> torch.Tensor:
@@ -339,7 +339,9 @@ def _resize_crop_normalize(batch: torch.Tensor, input_hw: tuple[int, int]) -> to
     if v1 > v0 and u1 > u0:
         out[:, :, v0:v1, u0:u1] = batch[:, :, v0 + y0:v1 + y0, u0 + x0:u1 + x0]
     out = out.flip(1)  # mmcv imnormalize(to_rgb=True) on an RGB image: channel order B, G, R
-    return out.sub_(_MEAN_T.to(out.device)).mul_(_STD_INV_T.to(out.device))
+    mean = device_constant(tuple(IMG_MEAN.tolist()), out.device, torch.float32).view(1, 3, 1, 1)
+    std_inv = device_constant(tuple(IMG_STD_INV.tolist()), out.device, torch.float32).view(1, 3, 1, 1)
+    return out.sub_(mean).mul_(std_inv)
 
 
 def eval_image_tensors(images: Sequence[np.ndarray] | torch.Tensor, cfg: Config | DataConfig,
@@ -352,7 +354,7 @@ def eval_image_tensors(images: Sequence[np.ndarray] | torch.Tensor, cfg: Config 
     input_hw = tuple(int(v) for v in data_cfg.input_size)
     device = torch.device(device)
     sizes = [image_hw(img) for img in images]
-    out = torch.empty(len(sizes), 3, *input_hw, dtype=torch.float32, device=device)
+    out = None  # several sizes: filled group by group
     groups: dict[tuple[int, int], list[int]] = {}
     for i, hw in enumerate(sizes):
         groups.setdefault(hw, []).append(i)
@@ -364,7 +366,15 @@ def eval_image_tensors(images: Sequence[np.ndarray] | torch.Tensor, cfg: Config 
             host = torch.empty((len(idx), *sizes[idx[0]], 3), dtype=torch.uint8, pin_memory=pinned)  # (B, H, W, 3)
             np.stack([images[i] for i in idx], out=host.numpy())  # one copy, into page-locked memory when pinned
             batch = host.to(device, non_blocking=True).permute(0, 3, 1, 2)  # channels-last view
-        out[idx] = _resize_crop_normalize(batch, input_hw)
+        result = _resize_crop_normalize(batch, input_hw)
+        if len(groups) == 1:  # one size (the usual rig): no copy
+            return result
+        if out is None:
+            out = torch.empty(len(sizes), 3, *input_hw, dtype=torch.float32, device=device)
+        for j, i in enumerate(idx):  # integer indices: a list index would be uploaded, a stream sync on CUDA
+            out[i] = result[j]
+    if out is None:  # no images
+        return torch.empty(0, 3, *input_hw, dtype=torch.float32, device=device)
     return out
 
 

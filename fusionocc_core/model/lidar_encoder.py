@@ -21,6 +21,7 @@ from torch import nn
 from fusionocc_core.config import Config
 from fusionocc_core.ops.scatter import voxel_mean
 from fusionocc_core.ops.sparse_conv import SparseBatchNorm1d, SparseConv3d, SparseSequential, SparseTensor, SubMConv3d
+from fusionocc_core.transfer import device_constant, upload
 
 POINT_DIMS = 5  # x y z intensity ring
 
@@ -78,14 +79,14 @@ class CustomSparseEncoder(nn.Module):
         if isinstance(points, torch.Tensor) or not isinstance(points, (list, tuple)):
             raise TypeError(f"points must be a list of B tensors (P_b, {POINT_DIMS}), got {type(points).__name__}")
         device, dtype = self.conv_input[0].weight.device, self.conv_input[0].weight.dtype
-        lower = torch.tensor(self.lower, device=device, dtype=dtype)
-        shape = torch.tensor(self.sparse_shape, device=device)
+        lower = device_constant(tuple(self.lower), device, dtype)
+        shape = device_constant(tuple(self.sparse_shape), device, torch.long)
         feats, coords = [], []
         for b, pts in enumerate(points):
             pts = torch.as_tensor(pts)
             if pts.ndim != 2 or pts.shape[1] != POINT_DIMS:
                 raise ValueError(f"points[{b}] must be (P, {POINT_DIMS}) x y z intensity ring, got {tuple(pts.shape)}")
-            pts = pts.to(device=device, dtype=dtype)
+            pts = upload(pts, device, dtype)  # no stream sync on CUDA
             xyz = torch.floor((pts[:, :3] - lower) / self.voxel_size)  # (P, 3) voxel coords, (x, y, z)
             # bounds guard (memory safety): NaN/Inf coordinates fail every comparison; non-finite
             # features would poison their voxel's mean

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from fusionocc_core.inference_options import SPARSE_CONV_ALGORITHMS
+from fusionocc_core.transfer import device_constant
 
 Triple = tuple[int, int, int]
 
@@ -259,11 +259,9 @@ class NeighbourTable:
         return int(self.table.shape[0])
 
 
-@functools.lru_cache(maxsize=None)
 def _device_longs(values: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """A constant int64 tensor on `device`, made once: a fresh host->device copy per call would
-    synchronise with the host every layer."""
-    return torch.tensor(values, dtype=torch.long, device=device)
+    """A constant int64 tensor on `device`, made once (`device_constant`)."""
+    return device_constant(values, device, torch.long)
 
 
 def _padded_keys(x: SparseTensor, low: Triple, high: Triple) -> tuple[torch.Tensor, torch.Tensor, Triple]:

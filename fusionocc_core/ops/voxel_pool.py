@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import torch
 
+from fusionocc_core.transfer import device_constant
+
 
 class VoxelPoolPlan(NamedTuple):
     """Index arrays of the frustum points that land inside the grid (P_kept each)."""
@@ -37,10 +39,10 @@ def plan_voxel_pool(coords: torch.Tensor, lower: tuple[float, float, float],
         raise ValueError(f"plan_voxel_pool: coords must be (B, N, D, H, W, 3), got {tuple(coords.shape)}")
     B, N, D, H, W, _ = coords.shape
     X, Y, Z = (int(v) for v in grid_xyz)
-    lo = torch.tensor(lower, dtype=coords.dtype, device=coords.device)
-    step = torch.tensor(interval, dtype=coords.dtype, device=coords.device)
+    lo = device_constant(tuple(lower), coords.device, coords.dtype)
+    step = device_constant(tuple(interval), coords.device, coords.dtype)
     idx = ((coords - lo) / step).long().view(-1, 3)  # (B*N*D*H*W, 3) trunc toward zero
-    size = torch.tensor([X, Y, Z], device=coords.device)
+    size = device_constant((X, Y, Z), coords.device, torch.long)
     kept = ((idx >= 0) & (idx < size)).all(-1).nonzero().squeeze(1)  # the point indices kept: one host sync
     idx = idx.index_select(0, kept)
     b = torch.div(kept, N * D * H * W, rounding_mode="floor")

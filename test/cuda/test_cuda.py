@@ -41,6 +41,19 @@ def to_dev(batch: dict, device: str) -> dict:
             for k, v in batch.items()}
 
 
+def test_upload_goes_through_page_locked_memory_and_arrives_whole() -> None:
+    from fusionocc_core.transfer import device_constant, upload
+
+    host = torch.randn(257, 5, generator=torch.Generator().manual_seed(2))
+    on_dev = upload(host, DEVICE, torch.float64)
+    assert on_dev.device.type == torch.device(DEVICE).type and on_dev.dtype == torch.float64
+    torch.testing.assert_close(on_dev.cpu(), host.double(), rtol=0, atol=0)
+    strided = upload(host[:, 1:4], DEVICE)  # a non-contiguous view: copied whole, in order
+    torch.testing.assert_close(strided.cpu(), host[:, 1:4], rtol=0, atol=0)
+    c = device_constant((0.5, 2.0), torch.device(DEVICE), torch.float32)
+    assert c.tolist() == [0.5, 2.0] and c is device_constant((0.5, 2.0), torch.device(DEVICE), torch.float32)
+
+
 def test_voxel_pool_matches_cpu_forward_and_backward() -> None:
     g = torch.Generator().manual_seed(0)
     B, N, D, H, W, C = 2, 6, 16, 8, 22, 8

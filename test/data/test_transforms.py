@@ -291,6 +291,8 @@ def test_eval_image_inputs_per_source_size_and_refusals() -> None:
     mixed = [images[0], images[1][:450, :800]]
     imgs, rots, _ = T.eval_image_inputs(mixed, CFG.data)
     assert imgs.shape == (2, 3, 128, 352) and rots[1, 0, 0].item() == pytest.approx(352 / 800)
+    for i, im in enumerate(mixed):  # each in its own place, as transformed alone
+        torch.testing.assert_close(imgs[i], T.eval_image_inputs([im], CFG)[0][0], atol=0.0, rtol=0.0)
     as_tensors = [torch.from_numpy(im).permute(2, 0, 1) for im in mixed]
     torch.testing.assert_close(T.eval_image_inputs(as_tensors, CFG)[0], imgs, atol=0.0, rtol=0.0)
     # a source smaller than the input is padded with black below the crop's top, as PIL's crop does
