@@ -102,6 +102,10 @@ class Predictor:
 
             self.checkpoint_kind = load_model_weights(self.model, path)
         self.model.eval().to(self.device)
+        if self.device.type == "cuda":
+            # the dense convs see fixed shapes (input size, grid): cuDNN times its algorithms once per
+            # shape (in warmup()) instead of choosing by heuristics. A process-wide switch.
+            torch.backends.cudnn.benchmark = True
         if self.device.type == "cpu":
             self.model.set_channels_last_3d(True)  # measured faster on CPU; CUDA keeps cuDNN's default
         # the 3D convs' BNs folded into them, from the fp32 weights, in the layout chosen above
