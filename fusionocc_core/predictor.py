@@ -87,8 +87,13 @@ class Predictor:
             raise ValueError("compile=True is supported on CUDA devices only")
         if sparse_conv not in SPARSE_CONV_ALGORITHMS:
             raise ValueError(f"sparse_conv must be one of {', '.join(SPARSE_CONV_ALGORITHMS)}, got {sparse_conv!r}")
-        if sparse_conv == "triton" and self.device.type != "cuda":
-            raise ValueError("sparse_conv 'triton' runs on CUDA devices only")
+        if sparse_conv == "triton":
+            from fusionocc_core.ops import sparse_conv_triton
+
+            if self.device.type != "cuda":
+                raise ValueError("sparse_conv 'triton' runs on CUDA devices only")
+            if sparse_conv_triton.triton is None:
+                raise ValueError("sparse_conv 'triton' needs the triton package (PyTorch's CUDA wheels include it)")
         self.sparse_conv = sparse_conv  # the LiDAR encoder's rulebook form in predict() (sparse_conv_algorithm)
         self.precision = precision
         self.stage_timings = self.device.type == "cpu" if stage_timings is None else bool(stage_timings)
