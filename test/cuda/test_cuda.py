@@ -244,6 +244,40 @@ def test_predictor_with_new_lift_plans_every_frame_agrees_with_cpu() -> None:
     assert plans.misses == len(frames), (plans.misses, plans.hits)  # every key frame's geometry is new
 
 
+@pytest.mark.skipif(not DEVICE.startswith("cuda"), reason="stream synchronisations exist on CUDA only")
+def test_predict_waits_for_the_gpu_only_in_the_lidar_encoder_and_for_its_result() -> None:
+    # a host wait on the main stream leaves the GPU idle while the host queues the next work; once
+    # warm, predict() may wait only for the LiDAR encoder's output sizes (nonzero/unique, on its own
+    # stream) and for the final labels. torch reports every synchronising call as a warning.
+    import traceback
+    import warnings
+
+    frames = _frames(4, seed=9)
+    dev = Predictor("tiny", SHIPPED, device=DEVICE, precision="bf16")
+    for fs in frames[:3]:  # cuDNN timing, page-locked blocks, device constants, lift plans
+        dev.predict(fs)
+    torch.cuda.synchronize()
+    callers: set[tuple[str, int]] = set()  # (our file, line) that led to each synchronising call
+    package = str(REPO / "fusionocc_core")
+
+    def record(message, category, filename, lineno, file=None, line=None) -> None:
+        if "synchroniz" in str(message):
+            ours = [f for f in traceback.extract_stack() if f.filename.startswith(package)]
+            callers.add((Path(ours[-1].filename).name, ours[-1].lineno) if ours else (filename, lineno))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            dev.predict(frames[3])
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert callers, "no synchronisation reported at all: the final copy must be one"
+    unexpected = {c for c in callers if c[0] not in ("lidar_encoder.py", "sparse_conv.py", "scatter.py")}
+    assert len(unexpected) <= 1 and {f for f, _ in unexpected} <= {"predictor.py"}, sorted(callers)
+
+
 @pytest.mark.skipif(not DEVICE.startswith("cuda"), reason="torch.compile is offered on CUDA only")
 def test_compiled_predictor_matches_eager() -> None:
     frames = _frames(2, seed=3)
