@@ -57,6 +57,29 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def check_inference_options(device: str | torch.device, precision: str = "fp32", compile: bool = False,
+                            sparse_conv: str = "auto") -> torch.device:
+    """The torch.device for these Predictor options, or a one-line ValueError naming what this machine
+    or device cannot do (callers such as the node check before loading a checkpoint)."""
+    dev = resolve_device(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "fp32" and dev.type != "cuda":
+        raise ValueError(f"precision {precision!r} uses CUDA autocast; on {dev} use 'fp32'")
+    if compile and dev.type != "cuda":
+        raise ValueError("compile=True is supported on CUDA devices only")
+    if sparse_conv not in SPARSE_CONV_ALGORITHMS:
+        raise ValueError(f"sparse_conv must be one of {', '.join(SPARSE_CONV_ALGORITHMS)}, got {sparse_conv!r}")
+    if sparse_conv == "triton":
+        from fusionocc_core.ops import sparse_conv_triton
+
+        if dev.type != "cuda":
+            raise ValueError("sparse_conv 'triton' runs on CUDA devices only")
+        if sparse_conv_triton.triton is None:
+            raise ValueError("sparse_conv 'triton' needs the triton package (PyTorch's CUDA wheels include it)")
+    return dev
+
+
 def _store_gemm_weights_in(model: torch.nn.Module, dtype: torch.dtype) -> None:
     """Keep Linear/conv weights in the autocast dtype: autocast would cast them again on every call
     (~1000 copy kernels per frame for the official model on an H200) and yields the same values.
@@ -78,22 +101,7 @@ class Predictor:
         # per-stage times synchronise the device at every stage boundary, which stops the host from
         # preparing the next stage while the GPU works: on by default on the CPU only (free there)
         self.seed = seed  # LiDAR thinning: None seeds each frame by its stamp (reproducible per frame)
-        self.device = resolve_device(device)
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        if precision != "fp32" and self.device.type != "cuda":
-            raise ValueError(f"precision {precision!r} uses CUDA autocast; on {self.device} use 'fp32'")
-        if compile and self.device.type != "cuda":
-            raise ValueError("compile=True is supported on CUDA devices only")
-        if sparse_conv not in SPARSE_CONV_ALGORITHMS:
-            raise ValueError(f"sparse_conv must be one of {', '.join(SPARSE_CONV_ALGORITHMS)}, got {sparse_conv!r}")
-        if sparse_conv == "triton":
-            from fusionocc_core.ops import sparse_conv_triton
-
-            if self.device.type != "cuda":
-                raise ValueError("sparse_conv 'triton' runs on CUDA devices only")
-            if sparse_conv_triton.triton is None:
-                raise ValueError("sparse_conv 'triton' needs the triton package (PyTorch's CUDA wheels include it)")
+        self.device = check_inference_options(device, precision, compile, sparse_conv)
         self.sparse_conv = sparse_conv  # the LiDAR encoder's rulebook form in predict() (sparse_conv_algorithm)
         self.precision = precision
         self.stage_timings = self.device.type == "cpu" if stage_timings is None else bool(stage_timings)

@@ -73,7 +73,7 @@ class OccupancyNode(Node):
         self.params = {name: self.get_parameter(name).value for name in PARAMETERS}
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
-        from fusionocc_core.predictor import Predictor  # heavy (torch): after the parameters are valid
+        from fusionocc_core.predictor import Predictor, check_inference_options  # heavy (torch): after the parameters are valid
         from fusionocc_ros.pipeline import OccupancyPipeline, freeze_startup_objects
 
         try:
@@ -81,6 +81,11 @@ class OccupancyNode(Node):
         except (FileNotFoundError, ValueError, OSError) as exc:
             raise StartupError(f"model.config: {str(exc).splitlines()[0]}") from None
         checkpoint = self.params["model.checkpoint"]
+        try:  # what this machine cannot run (no CUDA, no such GPU, no triton) is not the checkpoint's fault
+            check_inference_options(self.params["model.device"], self.params["model.precision"],
+                                    self.params["model.compile"], self.params["model.sparse_conv"])
+        except ValueError as exc:
+            raise StartupError(str(exc).splitlines()[0]) from None
         try:
             self.predictor = Predictor(self.cfg, checkpoint=checkpoint,
                                        device=self.params["model.device"], precision=self.params["model.precision"],

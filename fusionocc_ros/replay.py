@@ -98,6 +98,12 @@ def _params(args: argparse.Namespace) -> dict:
         load_config(params["model.config"])
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise ParameterError(f"model.config: {str(exc).splitlines()[0]}") from None
+    from fusionocc_core.predictor import check_inference_options  # torch: after the cheap checks
+
+    try:  # what this machine cannot run, before the checkpoint loads
+        check_inference_options(args.device, args.precision, sparse_conv=params["model.sparse_conv"])
+    except ValueError as exc:
+        raise ParameterError(str(exc).splitlines()[0]) from None
     if not Path(args.checkpoint).is_file():
         raise ParameterError(f"checkpoint {args.checkpoint} does not exist")
     return params

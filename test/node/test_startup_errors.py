@@ -53,6 +53,7 @@ CASES = {
     "Triton kernel on the CPU": (_set("model", "sparse_conv", "triton"), {"device": "cpu"},
                                  "'model.sparse_conv' is 'triton' but model.device is cpu"),
     "unknown sparse conv": (_set("model", "sparse_conv", "spconv"), {}, "'model.sparse_conv' has an invalid value 'spconv'"),
+    "a GPU this machine lacks": (None, {"device": "cuda:7"}, "cannot start: device 'cuda:7'"),
     "malformed YAML": ("/**:\n  ros__parameters:\n    model: [unclosed\n", {}, "params.yaml"),
     "no section for the node": ("other_node:\n  ros__parameters:\n    x: 1\n", {}, None),
 }
