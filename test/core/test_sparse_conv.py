@@ -1,7 +1,9 @@
 """Sparse conv (gather-GEMM-scatter) equals a dense Conv3d on the same active sites, forward and backward.
 
 Every test runs with both rulebook forms: "pairs" (the CPU default) and "table" (the sync-free CUDA
-default), so the GPU algorithm is checked on the CPU in CI against the same oracles."""
+default), so the GPU algorithm is checked on the CPU in CI against the same oracles; the pairs form
+twice: neighbours found in a dense cell grid (small grids) and by searching the sorted keys (grids over
+DENSE_LOOKUP_MAX_CELLS, such as the official LiDAR grid)."""
 from __future__ import annotations
 
 import pytest
@@ -10,6 +12,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fusionocc_core.ops import sparse_conv
 from fusionocc_core.ops.sparse_conv import (
     SparseBatchNorm1d,
     SparseConv3d,
@@ -24,10 +27,13 @@ from fusionocc_core.ops.sparse_conv import (
 )
 
 
-@pytest.fixture(autouse=True, params=["pairs", "table"])
-def algorithm(request):
-    with sparse_conv_algorithm(request.param):
-        yield request.param
+@pytest.fixture(autouse=True, params=["pairs", "pairs-sorted-keys", "table"])
+def algorithm(request, monkeypatch):
+    if request.param == "pairs-sorted-keys":
+        monkeypatch.setattr(sparse_conv, "DENSE_LOOKUP_MAX_CELLS", 0)
+    name = request.param.split("-")[0]
+    with sparse_conv_algorithm(name):
+        yield name
 
 
 def _random_sparse(seed: int, B: int, C: int, shape: tuple[int, int, int], density: float) -> tuple[torch.Tensor, torch.Tensor]:
