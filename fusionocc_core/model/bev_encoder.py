@@ -15,6 +15,23 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 
+def _triple(v: int | Sequence[int]) -> list[int]:
+    return [int(i) for i in v] if isinstance(v, (tuple, list)) else [int(v)] * 3
+
+
+def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, stride: int | Sequence[int] = 1,
+           padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1, groups: int = 1) -> torch.Tensor:
+    """F.conv3d, with float32 CPU convolutions always through oneDNN: PyTorch's heuristic sends batch-1
+    volumes with few channels (and 1x1x1 kernels on one thread) to its im2col path, 7-14x slower for
+    this model's 3D encoder (BENCHMARKS.md). Same arithmetic library as F.conv3d's fast path, autograd
+    included."""
+    if (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return torch.ops.aten.mkldnn_convolution(x, weight, bias, _triple(padding), _triple(stride), _triple(dilation),
+                                                 groups)
+    return F.conv3d(x, weight, bias, stride, padding, dilation, groups)
+
+
 class ConvModule3d(nn.Module):
     """mmcv ConvModule for 3D: bias-free Conv3d (`conv`) + BatchNorm3d (`bn`) + optional ReLU."""
 
@@ -41,11 +58,11 @@ class ConvModule3d(nn.Module):
         self.folded_weight, self.folded_bias = weight, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self.conv
         if self.folded_weight is not None and not self.training:
-            conv = self.conv
-            x = F.conv3d(x, self.folded_weight, self.folded_bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+            x = conv3d(x, self.folded_weight, self.folded_bias, conv.stride, conv.padding, conv.dilation, conv.groups)
         else:
-            x = self.bn(self.conv(x))
+            x = self.bn(conv3d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups))
         return self.relu(x) if self.relu is not None else x
 
 
@@ -128,9 +145,9 @@ class LSSFPN3D(nn.Module):
             raise ValueError(f"LSSFPN3D expects {weight.shape[1]} input channels in all, got "
                              f"{c0}+{c1}+{x_32.shape[1]}")
         size = x_8.shape[2:]
-        y = F.conv3d(x_8, weight[:, :c0])
+        y = conv3d(x_8, weight[:, :c0])
         for x, w in ((x_16, weight[:, c0:c0 + c1]), (x_32, weight[:, c0 + c1:])):
-            y = y + F.interpolate(F.conv3d(x, w), size=size, mode="trilinear", align_corners=True)
+            y = y + F.interpolate(conv3d(x, w), size=size, mode="trilinear", align_corners=True)
         y = self.conv.bn(y)
         return self.conv.relu(y) if self.conv.relu is not None else y
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from fusionocc_core.config import Config
-from fusionocc_core.model.bev_encoder import ConvModule3d, CustomResNet3D, LSSFPN3D
+from fusionocc_core.model.bev_encoder import ConvModule3d, CustomResNet3D, LSSFPN3D, conv3d
 from fusionocc_core.model.fpn_lss import FPN_LSS
 from fusionocc_core.model.lidar_encoder import POINT_DIMS, CustomSparseEncoder
 from fusionocc_core.model.resnet import ResNet
@@ -38,7 +38,8 @@ class ConvReLU3d(nn.Module):
         self.conv = nn.Conv3d(in_ch, out_ch, 3, padding=1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.conv(x))
+        c = self.conv
+        return torch.relu(conv3d(x, c.weight, c.bias, c.stride, c.padding, c.dilation, c.groups))
 
 
 IMAGE_BACKBONES = {"swin": SwinTransformer.from_config, "resnet": ResNet.from_config}

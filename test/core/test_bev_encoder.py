@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusionocc_core.model.bev_encoder import BasicBlock3D, ConvModule3d, CustomResNet3D, LSSFPN3D
+from fusionocc_core.model.bev_encoder import BasicBlock3D, ConvModule3d, CustomResNet3D, LSSFPN3D, conv3d
 
 # the repository's copy of shared/reference/official-fusionocc-parameters.tsv (official training log)
 TSV = Path(__file__).resolve().parent / "official-fusionocc-parameters.tsv"
@@ -114,3 +114,23 @@ def test_inconsistent_stage_lists_are_refused() -> None:
         CustomResNet3D(8, [1, 1, 1], [8, 16, 32], [1, 2])
     with pytest.raises(ValueError, match="3 levels"):
         LSSFPN3D(8, 8)([torch.zeros(1, 8, 2, 2, 2)])
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last_3d])
+def test_conv3d_equals_torch_conv3d_forward_and_backward(layout: torch.memory_format) -> None:
+    # the shapes PyTorch's heuristic sent to its slow path: batch 1, few channels, a 1x1x1 kernel too;
+    # the 1x1x1 weight is a channel slice, as in LSSFPN3D
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(1, 16, 8, 20, 20, generator=g).contiguous(memory_format=layout).requires_grad_()
+    w = torch.randn(16, 16, 3, 3, 3, generator=g).contiguous(memory_format=layout).requires_grad_()
+    b = torch.randn(16, generator=g).requires_grad_()
+    w1 = torch.randn(8, 24, 1, 1, 1, generator=g)[:, :16].requires_grad_()
+    for args, kwargs in (((x, w, b), {"stride": 2, "padding": 1}), ((x, w1), {})):
+        got = conv3d(*args, **kwargs)
+        want = F.conv3d(*args, **kwargs)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+        upstream = torch.randn(want.shape, generator=g)
+        grads_got = torch.autograd.grad((got * upstream).sum(), args)
+        grads_want = torch.autograd.grad((want * upstream).sum(), args)
+        for a, c in zip(grads_got, grads_want):
+            torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-3)
