@@ -12,11 +12,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.utils import _triple
 from torch.utils.checkpoint import checkpoint
-
-
-def _triple(v: int | Sequence[int]) -> list[int]:
-    return [int(i) for i in v] if isinstance(v, (tuple, list)) else [int(v)] * 3
 
 
 def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, stride: int | Sequence[int] = 1,

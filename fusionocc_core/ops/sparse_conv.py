@@ -285,11 +285,6 @@ class NeighbourTable:
         return int(self.table.shape[0])
 
 
-def _device_longs(values: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """A constant int64 tensor on `device`, made once (`device_constant`)."""
-    return device_constant(values, device, torch.long)
-
-
 def _padded_keys(x: SparseTensor, low: Triple, high: Triple) -> tuple[torch.Tensor, torch.Tensor, Triple]:
     """(sorted keys (M,), row of each sorted key (M,), padded shape) of x's sites linearised in the grid
     widened by `low`/`high` voxels per axis, so that a neighbour outside the grid never aliases a site.
@@ -299,7 +294,7 @@ def _padded_keys(x: SparseTensor, low: Triple, high: Triple) -> tuple[torch.Tens
         shape = tuple(n + lo + hi for n, lo, hi in zip(x.spatial_shape, low, high))
         _, order = x.sorted_keys()
         idx = x.indices.index_select(0, order)  # (M, 4) in key order
-        keys = linear_keys(idx + _device_longs((0, *low), idx.device), shape)  # type: ignore[arg-type]
+        keys = linear_keys(idx + device_constant((0, *low), idx.device, torch.long), shape)  # type: ignore[arg-type]
         x.cache[key] = (keys, order, shape)
     return x.cache[key]
 
@@ -310,7 +305,7 @@ def _offset_keys(kernel_size: Triple, dilation: Triple, shape: Triple, device: t
     for k in _kernel_offsets(kernel_size):
         d = [(k[a] - (kernel_size[a] // 2 if centred else 0)) * dilation[a] for a in range(3)]
         out.append((d[0] * shape[1] + d[1]) * shape[2] + d[2])
-    return _device_longs(tuple(out), device)
+    return device_constant(tuple(out), device, torch.long)
 
 
 def _find(sorted_keys: torch.Tensor, order: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
@@ -344,7 +339,7 @@ def _strided_candidates(x: SparseTensor, kernel_size: Triple, stride: Triple, pa
     idx = x.indices
     parts, ok = [], None
     for a in range(3):
-        taps = _device_longs(tuple(k * dilation[a] for k in range(kernel_size[a])), idx.device)
+        taps = device_constant(tuple(k * dilation[a] for k in range(kernel_size[a])), idx.device, torch.long)
         num = idx[:, a + 1].unsqueeze(1) + padding[a] - taps  # (M, k_a): o * s for the output fed through tap k
         o = torch.div(num, stride[a], rounding_mode="floor")
         good = (num % stride[a] == 0) & (num >= 0) & (o < out_shape[a])
@@ -375,7 +370,7 @@ def build_strided_table(x: SparseTensor, kernel_size: Triple, stride: Triple, pa
     high: Triple = tuple(max(0, (o - 1) * st - p + (k - 1) * d - (n - 1))  # type: ignore[assignment]
                          for o, st, p, k, d, n in zip(out_shape, stride, padding, kernel_size, dilation, x.spatial_shape))
     keys, order, shape = _padded_keys(x, padding, high)
-    base = linear_keys(out_indices * _device_longs((1, *stride), out_indices.device), shape)  # type: ignore[arg-type]
+    base = linear_keys(out_indices * device_constant((1, *stride), out_indices.device, torch.long), shape)  # type: ignore[arg-type]
     taps = _offset_keys(kernel_size, dilation, shape, keys.device, centred=False)  # (K,)
     result = (NeighbourTable(_find(keys, order, base.unsqueeze(1) + taps), x.indices.shape[0]), out_indices, out_shape)
     x.cache[key] = result
